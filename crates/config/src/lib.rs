@@ -1,0 +1,235 @@
+//! Typed settings, built once at start-up and passed down.
+//!
+//! Sources, later ones winning: built-in defaults, an optional TOML file, then environment
+//! variables prefixed `TASKLANE_` with `__` between levels (`TASKLANE_DATABASE__URL`).
+//! Unknown keys are an error, so a misspelt setting fails loudly instead of being ignored.
+//! Secrets are `SecretString`, which never prints.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub rabbitmq: RabbitSettings,
+    pub kafka: KafkaSettings,
+    pub namespace: NamespaceSettings,
+    pub auth: AuthSettings,
+    pub import: ImportSettings,
+    pub relay: RelaySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address the HTTP server binds; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Largest request body accepted by `POST /imports`, in bytes.
+    pub max_upload_bytes: usize,
+    /// Largest JSON request body accepted elsewhere, in bytes.
+    pub max_json_bytes: usize,
+    /// How long shutdown waits for open requests before aborting them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL; secret because it may carry a password.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitSettings {
+    pub url: SecretString,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    pub partitions: i32,
+}
+
+/// The prefix under which every Redis key, Kafka topic and RabbitMQ name lives, so parallel
+/// tests and leftover state never collide.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSettings {
+    pub prefix: String,
+}
+
+impl NamespaceSettings {
+    /// Redis key `<prefix>:<name>`.
+    pub fn redis_key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// Kafka topic, RabbitMQ exchange or queue `<prefix>.<name>`.
+    pub fn broker_name(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HMAC key for access tokens.
+    pub jwt_secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub access_token_ttl: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSettings {
+    /// Zone in which the source's zone-less timestamps are read, such as `Europe/Berlin`.
+    pub source_zone: chrono_tz::Tz,
+    /// Rows upserted per transaction.
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    /// How often the relay polls the outbox when no NOTIFY arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Events read per batch.
+    pub batch_size: i64,
+    /// Delay before retrying a destination that failed.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` for people, `json` for Elastic Common Schema lines.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info,tasklane=debug`.
+    pub filter: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+const DEFAULTS: &str = r#"
+[server]
+bind = "127.0.0.1:8080"
+max_upload_bytes = 209715200
+max_json_bytes = 1048576
+shutdown_grace = "10s"
+
+[database]
+url = "postgres://tasklane:tasklane@127.0.0.1:5432/tasklane"
+max_connections = 20
+
+[redis]
+url = "redis://127.0.0.1:6379"
+
+[rabbitmq]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+
+[kafka]
+brokers = "127.0.0.1:9092"
+partitions = 4
+
+[namespace]
+prefix = "tasklane"
+
+[auth]
+jwt_secret = "change-me-in-production-this-is-only-for-development"
+issuer = "tasklane"
+audience = "tasklane-api"
+access_token_ttl = "15m"
+
+[import]
+source_zone = "UTC"
+batch_size = 200
+
+[relay]
+poll_interval = "250ms"
+batch_size = 500
+retry_delay = "2s"
+
+[log]
+format = "text"
+filter = "info"
+"#;
+
+impl Settings {
+    /// Loads defaults, then `file` when given, then `TASKLANE_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("TASKLANE_").split("__").ignore(&["TOKEN"]));
+        figment.extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    /// Loads defaults with explicit overrides and no environment, for tests.
+    pub fn with_overrides(overrides: impl Serialize) -> Result<Self, ConfigError> {
+        Figment::from(Toml::string(DEFAULTS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load() {
+        let settings = Settings::with_overrides(serde_json::json!({})).unwrap();
+        assert_eq!(settings.namespace.redis_key("x"), "tasklane:x");
+        assert_eq!(settings.relay.poll_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = Settings::with_overrides(serde_json::json!({"server": {"bnd": "x"}}));
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let settings = Settings::with_overrides(serde_json::json!({})).unwrap();
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("change-me"), "{printed}");
+        assert!(!printed.contains("tasklane:tasklane@"), "{printed}");
+    }
+}
