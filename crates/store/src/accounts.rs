@@ -175,3 +175,9 @@ pub async fn resolve_handles(
     .await?;
     Ok(ids)
 }
+
+/// Runs a trivial query, for readiness checks.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("select 1").execute(pool).await?;
+    Ok(())
+}

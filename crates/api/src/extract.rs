@@ -1,0 +1,97 @@
+//! Extractors that turn bad input into problem+json errors, and the authenticated caller.
+
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::header;
+use uuid::Uuid;
+
+use crate::{ApiError, AppState};
+
+/// `axum::Json` whose rejections are problem+json.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` whose rejections are problem+json.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path` whose rejections are problem+json.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// The person making the request, acting in their token's tenant.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub role: String,
+}
+
+impl Caller {
+    /// Rejects callers whose tenant role may only read.
+    pub fn require_writer(&self) -> Result<(), ApiError> {
+        match self.role.as_str() {
+            "owner" | "admin" | "member" => Ok(()),
+            _ => Err(ApiError::Forbidden("your role in this tenant may not make changes".into())),
+        }
+    }
+}
+
+/// Reads the bearer token of a request, if it has one.
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+        let claims = state.tokens.verify(token).map_err(|_| ApiError::Unauthorized)?;
+        // The membership is checked on every request, so a removed member or a disabled
+        // account loses access at once rather than when the token expires.
+        let role = tasklane_store::accounts::role_in(&state.pool, claims.sub, claims.tid)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Caller { user_id: claims.sub, tenant_id: claims.tid, role })
+    }
+}
+
+/// Pagination parameters shared by every list endpoint.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageParams {
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Default and maximum page sizes.
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 200;
+
+impl PageParams {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+            Some(limit) => Err(ApiError::BadRequest(format!("limit {limit} is out of range 1 to {MAX_LIMIT}"))),
+        }
+    }
+
+    pub fn uuid_cursor(&self) -> Result<Option<Uuid>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|cursor| Uuid::parse_str(cursor).map_err(|_| ApiError::BadRequest(format!("invalid cursor {cursor:?}"))))
+            .transpose()
+    }
+}

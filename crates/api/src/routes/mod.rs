@@ -1,0 +1,38 @@
+//! One module per API area.
+
+mod auth;
+mod comments;
+pub mod health;
+mod imports;
+mod jobs;
+mod notifications;
+pub mod page;
+mod projects;
+mod tasks;
+
+use axum::Router;
+
+use crate::AppState;
+
+pub fn api_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .merge(auth::routes())
+        .merge(projects::routes())
+        .merge(tasks::routes())
+        .merge(comments::routes())
+        .merge(notifications::routes())
+        .merge(imports::routes(&state))
+        .merge(jobs::routes())
+}
+
+/// Reads a required, trimmed, non-empty text field of at most `max_chars` characters.
+pub(crate) fn required_text(field: &str, value: &str, max_chars: usize) -> Result<String, crate::ApiError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(crate::ApiError::Unprocessable(format!("{field} must not be empty")));
+    }
+    if trimmed.chars().count() > max_chars {
+        return Err(crate::ApiError::Unprocessable(format!("{field} must have at most {max_chars} characters")));
+    }
+    Ok(trimmed.to_owned())
+}

@@ -1,0 +1,113 @@
+//! Redis access. Redis only ever holds copies of what PostgreSQL holds, so every call here
+//! degrades to a logged warning when Redis is unreachable instead of failing the caller.
+
+pub mod backplane;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use tasklane_config::NamespaceSettings;
+use uuid::Uuid;
+
+/// How long job status and progress stay in Redis.
+pub const JOB_STATUS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A Redis connection that may be absent; callers never see Redis errors.
+#[derive(Clone)]
+pub struct Cache {
+    connection: Option<ConnectionManager>,
+    namespace: NamespaceSettings,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Cache {
+    /// Connects, or returns a cache that does nothing when Redis cannot be reached now.
+    pub async fn connect(url: &str, namespace: NamespaceSettings) -> Self {
+        let connection = match redis::Client::open(url) {
+            Ok(client) => match tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new(client)).await {
+                Ok(Ok(connection)) => Some(connection),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "redis unreachable, running without the cache");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("redis connection timed out, running without the cache");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "invalid redis url, running without the cache");
+                None
+            }
+        };
+        let healthy = Arc::new(AtomicBool::new(connection.is_some()));
+        Self { connection, namespace, healthy }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        self.namespace.redis_key(name)
+    }
+
+    /// Whether the last Redis call succeeded.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn record<T>(&self, operation: &str, result: redis::RedisResult<T>) -> Option<T> {
+        match result {
+            Ok(value) => {
+                self.healthy.store(true, Ordering::Relaxed);
+                Some(value)
+            }
+            Err(error) => {
+                // Only the transition is logged, so an outage does not flood the log.
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(%error, operation, "redis call failed, continuing without it");
+                }
+                None
+            }
+        }
+    }
+
+    /// Answers a PING, for readiness reporting.
+    pub async fn ping(&self) -> bool {
+        let Some(mut connection) = self.connection.clone() else { return false };
+        let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+        self.record("ping", result).is_some()
+    }
+
+    /// Stores `job:{id}:status` and `job:{id}:progress` with the 24-hour TTL.
+    pub async fn set_job_status(&self, job_id: Uuid, status: &str, progress: i32) {
+        let Some(mut connection) = self.connection.clone() else { return };
+        let ttl = JOB_STATUS_TTL.as_secs();
+        let result: redis::RedisResult<()> = redis::pipe()
+            .set_ex(self.key(&format!("job:{job_id}:status")), status, ttl)
+            .set_ex(self.key(&format!("job:{job_id}:progress")), progress, ttl)
+            .query_async(&mut connection)
+            .await;
+        self.record("set job status", result);
+    }
+
+    /// Reads a job's status and progress, when Redis has them.
+    pub async fn job_status(&self, job_id: Uuid) -> Option<(String, i32)> {
+        let mut connection = self.connection.clone()?;
+        let status_key = self.key(&format!("job:{job_id}:status"));
+        let progress_key = self.key(&format!("job:{job_id}:progress"));
+        let result: redis::RedisResult<(Option<String>, Option<i32>)> =
+            connection.get(&[status_key, progress_key]).await;
+        match self.record("get job status", result)? {
+            (Some(status), Some(progress)) => Some((status, progress)),
+            _ => None,
+        }
+    }
+
+    /// Publishes a message on a pub/sub channel under the prefix.
+    pub async fn publish(&self, channel: &str, payload: &str) -> bool {
+        let Some(mut connection) = self.connection.clone() else { return false };
+        let result: redis::RedisResult<i64> = connection.publish(self.key(channel), payload).await;
+        self.record("publish", result).is_some()
+    }
+}
