@@ -193,6 +193,8 @@ create table jobs (
     created      bigint not null default 0,
     updated      bigint not null default 0,
     failed       bigint not null default 0,
+    -- Share of the work done, 0 to 100, as the worker estimates it.
+    progress     integer not null default 0 check (progress between 0 and 100),
     error        text,
     created_at   timestamptz not null default now(),
     started_at   timestamptz,

@@ -44,6 +44,7 @@ struct JobRow {
     created: i64,
     updated: i64,
     failed: i64,
+    progress: i32,
     error: Option<String>,
     created_by: Option<Uuid>,
     created_at: DateTime<Utc>,
@@ -53,12 +54,7 @@ struct JobRow {
 
 impl JobRow {
     fn into_job(self) -> (Uuid, Job) {
-        let done = self.created + self.updated + self.failed;
-        let progress = match self.status.as_str() {
-            "completed" => 100,
-            _ if self.total > 0 => ((done * 100) / self.total).min(99) as i32,
-            _ => 0,
-        };
+        let progress = if self.status == "completed" { 100 } else { self.progress.min(99) };
         let job = Job {
             id: self.id,
             kind: self.kind,
@@ -77,7 +73,7 @@ impl JobRow {
 }
 
 const SELECT_JOB: &str = "select id, tenant_id, kind, status, params, total, created, updated, failed,
-    error, created_by, created_at, started_at, finished_at from jobs";
+    progress, error, created_by, created_at, started_at, finished_at from jobs";
 
 /// Creates a queued job and the `job.requested` event that carries it to the workers.
 pub async fn create(
@@ -139,7 +135,7 @@ pub(crate) async fn fetch_in_tx(tx: &mut Tx<'_>, tenant_id: Uuid, id: Uuid) -> R
 pub async fn start(tx: &mut Tx<'_>, tenant_id: Uuid, id: Uuid, actor: Option<Uuid>) -> Result<Job, StoreError> {
     sqlx::query(
         "update jobs set status = 'running', started_at = now(), total = 0, created = 0,
-                updated = 0, failed = 0, error = null
+                updated = 0, failed = 0, progress = 0, error = null
          where tenant_id = $1 and id = $2",
     )
     .bind(tenant_id)
@@ -156,10 +152,11 @@ pub async fn add_progress(
     id: Uuid,
     actor: Option<Uuid>,
     delta: JobCounts,
+    progress: i32,
 ) -> Result<Job, StoreError> {
     sqlx::query(
         "update jobs set total = total + $3, created = created + $4, updated = updated + $5,
-                failed = failed + $6
+                failed = failed + $6, progress = greatest(progress, least($7, 99))
          where tenant_id = $1 and id = $2",
     )
     .bind(tenant_id)
@@ -168,6 +165,7 @@ pub async fn add_progress(
     .bind(delta.created)
     .bind(delta.updated)
     .bind(delta.failed)
+    .bind(progress)
     .execute(&mut **tx)
     .await?;
     emit(tx, tenant_id, id, actor, EventType::JobProgress).await
@@ -183,7 +181,9 @@ pub async fn finish(
     error: Option<&str>,
 ) -> Result<Job, StoreError> {
     sqlx::query(
-        "update jobs set status = $3, error = $4, finished_at = now() where tenant_id = $1 and id = $2",
+        "update jobs set status = $3, error = $4, finished_at = now(),
+                progress = case when $3 = 'completed' then 100 else progress end
+         where tenant_id = $1 and id = $2",
     )
     .bind(tenant_id)
     .bind(id)

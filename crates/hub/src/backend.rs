@@ -1,0 +1,126 @@
+//! The contract between the hub and the application: who a bearer token belongs to, which
+//! groups a user may join, and the shape of the messages the relay publishes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The authenticated user behind a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+}
+
+impl Principal {
+    /// Name of the group that every connection of this user joins on connect.
+    pub fn user_group(&self) -> String {
+        format!("user:{}", self.user_id)
+    }
+
+    /// Name of the group that every connection of this tenant joins on connect.
+    pub fn tenant_group(&self) -> String {
+        format!("tenant:{}", self.tenant_id)
+    }
+}
+
+/// The entity a client asks to follow with the `JoinTask` or `JoinJob` hub method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinTarget {
+    Task(Uuid),
+    Job(Uuid),
+}
+
+impl JoinTarget {
+    /// Name of the group that carries this entity's messages: `task:{id}` or `job:{id}`.
+    ///
+    /// The hub registers the connection under this name before it calls
+    /// [`HubBackend::join`], so the backend must return the same name in
+    /// [`JoinGrant::group`]. A different name fails the join.
+    pub fn group(&self) -> String {
+        match self {
+            JoinTarget::Task(id) => format!("task:{id}"),
+            JoinTarget::Job(id) => format!("job:{id}"),
+        }
+    }
+
+    /// Lowercase entity kind, as used in error messages sent to the client.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JoinTarget::Task(_) => "task",
+            JoinTarget::Job(_) => "job",
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            JoinTarget::Task(id) | JoinTarget::Job(id) => *id,
+        }
+    }
+}
+
+/// A successful join: the group's current sequence number and the entity's state at it.
+#[derive(Clone, Debug)]
+pub struct JoinGrant {
+    /// Must equal [`JoinTarget::group`] of the requested target.
+    pub group: String,
+    /// Sequence number of the last message already reflected in `snapshot`. The client
+    /// receives exactly the group's messages with a greater sequence number afterwards.
+    pub seq: i64,
+    pub snapshot: serde_json::Value,
+}
+
+/// Reason a join failed.
+///
+/// `NotFound` and `Forbidden` reach the client as the same "not found" error, so a client
+/// cannot probe which ids exist in other tenants.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("not found")]
+    NotFound,
+    #[error("forbidden")]
+    Forbidden,
+    /// Logged by the hub. The client receives only a generic internal error.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Rejection of a bearer token by the backend, which the hub turns into a 401 response.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("authentication rejected: {reason}")]
+pub struct AuthRejected {
+    /// Logged by the hub and never sent to the client.
+    pub reason: String,
+}
+
+impl AuthRejected {
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Application callbacks that the hub needs: token validation and join authorization.
+#[async_trait::async_trait]
+pub trait HubBackend: Send + Sync + 'static {
+    /// Validates a bearer token, at negotiate and again at WebSocket connect.
+    async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthRejected>;
+
+    /// Checks that `principal` may follow `target` and reads the group's sequence number
+    /// and the entity's snapshot, both from the same consistent state.
+    async fn join(&self, principal: &Principal, target: JoinTarget)
+        -> Result<JoinGrant, JoinError>;
+}
+
+/// A message published by the relay, already sequenced per group.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HubMessage {
+    pub group: String,
+    /// Increases by one or more per message within `group`.
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// Client method to invoke: `taskUpdated`, `notification` or `jobProgress`.
+    pub method: String,
+    pub data: serde_json::Value,
+}

@@ -1,0 +1,393 @@
+//! State of one client connection shared between its socket tasks and the fan-out: the
+//! bounded outbound queue, group memberships with per-group sequence filtering, and the
+//! signal that closes the connection.
+
+use std::collections::HashMap;
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Principal;
+use crate::protocol::CloseMessage;
+
+/// Internal key of a connection in the hub's registries.
+pub(crate) type ConnectionKey = u64;
+
+/// A relay message encoded once and shared by every recipient.
+#[derive(Clone, Debug)]
+pub(crate) struct OutboundEvent {
+    pub seq: i64,
+    pub frame: Utf8Bytes,
+}
+
+/// Membership state of a connection in one group.
+#[derive(Debug)]
+enum Membership {
+    /// A join is waiting for the backend. Messages are held back until the join's
+    /// sequence number is known. `previous_seq` is the last delivered sequence number
+    /// when the connection was already a member before this join.
+    Joining {
+        previous_seq: Option<i64>,
+        buffer: Vec<OutboundEvent>,
+    },
+    /// Messages are delivered if their sequence number exceeds `last_seq`.
+    Joined { last_seq: i64 },
+}
+
+pub(crate) struct Connection {
+    pub key: ConnectionKey,
+    /// Public connection id from negotiate, safe to log.
+    pub connection_id: String,
+    pub principal: Principal,
+    outbound: mpsc::Sender<Utf8Bytes>,
+    queue_capacity: usize,
+    memberships: Mutex<HashMap<String, Membership>>,
+    closing: CancellationToken,
+    /// The `Close` message to send before closing the WebSocket, if any.
+    close_message: Mutex<Option<CloseMessage>>,
+}
+
+impl Connection {
+    /// Creates a connection and the receiving end of its outbound queue.
+    pub fn new(
+        key: ConnectionKey,
+        connection_id: String,
+        principal: Principal,
+        queue_capacity: usize,
+    ) -> (Self, mpsc::Receiver<Utf8Bytes>) {
+        let (outbound, receiver) = mpsc::channel(queue_capacity);
+        let connection = Self {
+            key,
+            connection_id,
+            principal,
+            outbound,
+            queue_capacity,
+            memberships: Mutex::new(HashMap::new()),
+            closing: CancellationToken::new(),
+            close_message: Mutex::new(None),
+        };
+        (connection, receiver)
+    }
+
+    /// Queues a frame for the writer. A full queue closes the connection, because a client
+    /// that reads this slowly would otherwise make the server buffer without bound.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        match self.outbound.try_send(frame) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.close_slow_consumer();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Delivers a relay message of `group` according to this connection's membership.
+    pub fn deliver(&self, group: &str, event: &OutboundEvent) {
+        let mut memberships = self.memberships.lock();
+        match memberships.get_mut(group) {
+            None => {}
+            Some(Membership::Joining { buffer, .. }) => {
+                if buffer.len() >= self.queue_capacity {
+                    buffer.clear();
+                    drop(memberships);
+                    self.close_slow_consumer();
+                    return;
+                }
+                buffer.push(event.clone());
+            }
+            Some(Membership::Joined { last_seq }) => self.send_newer(last_seq, event),
+        }
+    }
+
+    /// Queues `event` if it is newer than `last_seq`, and then advances `last_seq`.
+    fn send_newer(&self, last_seq: &mut i64, event: &OutboundEvent) {
+        if event.seq > *last_seq && self.send(event.frame.clone()) {
+            *last_seq = event.seq;
+        }
+    }
+
+    /// Adds a membership that delivers every message not older than the last one seen.
+    pub fn add_joined(&self, group: &str) {
+        self.memberships
+            .lock()
+            .insert(group.to_owned(), Membership::Joined { last_seq: i64::MIN });
+    }
+
+    /// Starts holding back the messages of `group` until [`Self::finish_join`] or
+    /// [`Self::fail_join`]. Returns whether the connection was already a member.
+    pub fn begin_join(&self, group: &str) -> bool {
+        let mut memberships = self.memberships.lock();
+        let previous_seq = match memberships.get(group) {
+            Some(Membership::Joined { last_seq }) => Some(*last_seq),
+            Some(Membership::Joining { previous_seq, .. }) => *previous_seq,
+            None => None,
+        };
+        memberships.insert(
+            group.to_owned(),
+            Membership::Joining {
+                previous_seq,
+                buffer: Vec::new(),
+            },
+        );
+        previous_seq.is_some()
+    }
+
+    /// Queues the join's completion, then the held-back messages after `grant_seq`, and
+    /// switches to live delivery of messages after `grant_seq`.
+    ///
+    /// Both happen under the membership lock, so no message of the group can be queued
+    /// between the completion and the held-back messages.
+    pub fn finish_join(&self, group: &str, completion: Option<Utf8Bytes>, grant_seq: i64) {
+        let mut memberships = self.memberships.lock();
+        let buffer = match memberships.remove(group) {
+            Some(Membership::Joining { buffer, .. }) => buffer,
+            _ => Vec::new(),
+        };
+        let last_seq = self.send_after_completion(completion, buffer, grant_seq);
+        memberships.insert(group.to_owned(), Membership::Joined { last_seq });
+    }
+
+    /// Queues the join's error completion and restores the membership that existed before
+    /// the join, if any. Returns whether the connection is still a member of `group`.
+    pub fn fail_join(&self, group: &str, completion: Option<Utf8Bytes>) -> bool {
+        let mut memberships = self.memberships.lock();
+        let Some(Membership::Joining {
+            previous_seq,
+            buffer,
+        }) = memberships.remove(group)
+        else {
+            if let Some(frame) = completion {
+                self.send(frame);
+            }
+            return false;
+        };
+
+        match previous_seq {
+            Some(previous_seq) => {
+                let last_seq = self.send_after_completion(completion, buffer, previous_seq);
+                memberships.insert(group.to_owned(), Membership::Joined { last_seq });
+                true
+            }
+            None => {
+                if let Some(frame) = completion {
+                    self.send(frame);
+                }
+                false
+            }
+        }
+    }
+
+    /// Queues `completion` and then the buffered events after `after_seq`. Returns the
+    /// sequence number of the last event queued, or `after_seq` if none was.
+    fn send_after_completion(
+        &self,
+        completion: Option<Utf8Bytes>,
+        buffer: Vec<OutboundEvent>,
+        after_seq: i64,
+    ) -> i64 {
+        if let Some(frame) = completion {
+            if !self.send(frame) {
+                return after_seq;
+            }
+        }
+
+        let mut last_seq = after_seq;
+        for event in buffer {
+            if event.seq <= last_seq {
+                continue;
+            }
+            if !self.send(event.frame) {
+                break;
+            }
+            last_seq = event.seq;
+        }
+        last_seq
+    }
+
+    /// Names of the groups this connection belongs to or is joining.
+    pub fn group_names(&self) -> Vec<String> {
+        self.memberships.lock().keys().cloned().collect()
+    }
+
+    /// Closes the connection: the writer sends `message` (if any) as a `Close` message and
+    /// then closes the WebSocket. Only the first call has an effect.
+    pub fn close(&self, message: Option<CloseMessage>) {
+        let mut close_message = self.close_message.lock();
+        if self.closing.is_cancelled() {
+            return;
+        }
+        *close_message = message;
+        self.closing.cancel();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Completes when [`Self::close`] has been called.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await;
+    }
+
+    pub fn close_message(&self) -> Option<CloseMessage> {
+        self.close_message.lock().clone()
+    }
+
+    fn close_slow_consumer(&self) {
+        if self.is_closing() {
+            return;
+        }
+        tracing::warn!(
+            connection_id = %self.connection_id,
+            user_id = %self.principal.user_id,
+            capacity = self.queue_capacity,
+            "closing hub connection because its outbound queue is full"
+        );
+        self.close(Some(CloseMessage::reconnectable(Some(format!(
+            "outbound queue full: the client fell {} messages behind",
+            self.queue_capacity
+        )))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn connection(capacity: usize) -> (Connection, mpsc::Receiver<Utf8Bytes>) {
+        let principal = Principal {
+            user_id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+        };
+        Connection::new(1, "c1".to_owned(), principal, capacity)
+    }
+
+    fn event(seq: i64) -> OutboundEvent {
+        OutboundEvent {
+            seq,
+            frame: Utf8Bytes::from(format!("m{seq}")),
+        }
+    }
+
+    fn drain(receiver: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
+        let mut frames = Vec::new();
+        while let Ok(frame) = receiver.try_recv() {
+            frames.push(frame.as_str().to_owned());
+        }
+        frames
+    }
+
+    #[test]
+    fn joined_drops_repeats_and_old_messages() {
+        let (connection, mut receiver) = connection(16);
+        connection.add_joined("g");
+
+        for seq in [1, 2, 2, 1, 3] {
+            connection.deliver("g", &event(seq));
+        }
+
+        assert_eq!(drain(&mut receiver), ["m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn deliver_ignores_other_groups() {
+        let (connection, mut receiver) = connection(16);
+        connection.add_joined("g");
+
+        connection.deliver("other", &event(1));
+
+        assert!(drain(&mut receiver).is_empty());
+    }
+
+    #[test]
+    fn join_buffers_then_filters_by_grant_seq() {
+        let (connection, mut receiver) = connection(16);
+
+        let was_member = connection.begin_join("task:1");
+        for seq in 1..=5 {
+            connection.deliver("task:1", &event(seq));
+        }
+        connection.finish_join("task:1", Some(Utf8Bytes::from("done")), 3);
+        connection.deliver("task:1", &event(5));
+        connection.deliver("task:1", &event(6));
+
+        assert!(!was_member);
+        assert_eq!(drain(&mut receiver), ["done", "m4", "m5", "m6"]);
+    }
+
+    #[test]
+    fn failed_join_of_new_group_drops_buffer() {
+        let (connection, mut receiver) = connection(16);
+
+        connection.begin_join("task:1");
+        connection.deliver("task:1", &event(1));
+        let still_member = connection.fail_join("task:1", Some(Utf8Bytes::from("error")));
+        connection.deliver("task:1", &event(2));
+
+        assert!(!still_member);
+        assert_eq!(drain(&mut receiver), ["error"]);
+        assert!(connection.group_names().is_empty());
+    }
+
+    #[test]
+    fn failed_rejoin_keeps_membership() {
+        let (connection, mut receiver) = connection(16);
+        connection.begin_join("task:1");
+        connection.finish_join("task:1", None, 2);
+
+        connection.begin_join("task:1");
+        connection.deliver("task:1", &event(2));
+        connection.deliver("task:1", &event(3));
+        let still_member = connection.fail_join("task:1", Some(Utf8Bytes::from("error")));
+        connection.deliver("task:1", &event(4));
+
+        assert!(still_member);
+        assert_eq!(drain(&mut receiver), ["error", "m3", "m4"]);
+    }
+
+    #[test]
+    fn full_queue_closes_connection() {
+        let (connection, mut receiver) = connection(2);
+        connection.add_joined("g");
+
+        for seq in 1..=3 {
+            connection.deliver("g", &event(seq));
+        }
+
+        assert!(connection.is_closing());
+        let message = connection.close_message().expect("a close message is set");
+        assert!(message.allow_reconnect);
+        assert!(message.error.unwrap().contains("outbound queue full"));
+        assert_eq!(drain(&mut receiver), ["m1", "m2"]);
+    }
+
+    #[test]
+    fn full_join_buffer_closes_connection() {
+        let (connection, _receiver) = connection(2);
+
+        connection.begin_join("g");
+        for seq in 1..=3 {
+            connection.deliver("g", &event(seq));
+        }
+
+        assert!(connection.is_closing());
+    }
+
+    #[test]
+    fn close_keeps_first_message() {
+        let (connection, _receiver) = connection(2);
+
+        connection.close(Some(CloseMessage::error("first")));
+        connection.close(Some(CloseMessage::error("second")));
+
+        assert_eq!(
+            connection.close_message(),
+            Some(CloseMessage::error("first"))
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! Connections created by `POST {path}/negotiate` and not yet finished: the secret
+//! connection token the client presents as `id`, and the principal it was issued to.
+
+use std::collections::HashMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use parking_lot::Mutex;
+use rand::rngs::OsRng;
+use rand::RngCore as _;
+
+use crate::backend::Principal;
+
+/// Random bytes in a connection token: 256 bits, too many to guess.
+const TOKEN_BYTES: usize = 32;
+/// Random bytes in a public connection id.
+const CONNECTION_ID_BYTES: usize = 16;
+
+/// Returns a random URL-safe string. The official clients put the token into the query
+/// string without escaping, so it must not need escaping.
+fn random_url_safe(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// Creates a public connection id, for connections that skip negotiate.
+pub(crate) fn new_connection_id() -> String {
+    random_url_safe(CONNECTION_ID_BYTES)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NegotiatedIds {
+    /// Public id, safe to log.
+    pub connection_id: String,
+    /// Secret that authorizes the WebSocket connect.
+    pub connection_token: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ClaimError {
+    NotFound,
+    OtherPrincipal,
+    AlreadyConnected,
+}
+
+struct Negotiation {
+    connection_id: String,
+    principal: Principal,
+    connected: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Negotiations {
+    by_token: Mutex<HashMap<String, Negotiation>>,
+}
+
+impl Negotiations {
+    pub fn create(&self, principal: Principal) -> NegotiatedIds {
+        let ids = NegotiatedIds {
+            connection_id: new_connection_id(),
+            connection_token: random_url_safe(TOKEN_BYTES),
+        };
+        let negotiation = Negotiation {
+            connection_id: ids.connection_id.clone(),
+            principal,
+            connected: false,
+        };
+        self.by_token
+            .lock()
+            .insert(ids.connection_token.clone(), negotiation);
+        ids
+    }
+
+    /// Marks the token as connected and returns its connection id. A token can be
+    /// claimed once, and only by the principal it was issued to.
+    pub fn claim(&self, token: &str, principal: &Principal) -> Result<String, ClaimError> {
+        let mut by_token = self.by_token.lock();
+        let negotiation = by_token.get_mut(token).ok_or(ClaimError::NotFound)?;
+        if negotiation.principal != *principal {
+            return Err(ClaimError::OtherPrincipal);
+        }
+        if negotiation.connected {
+            return Err(ClaimError::AlreadyConnected);
+        }
+        negotiation.connected = true;
+        Ok(negotiation.connection_id.clone())
+    }
+
+    /// Forgets the token, so later connects with it get 404.
+    pub fn remove(&self, token: &str) {
+        self.by_token.lock().remove(token);
+    }
+
+    /// Forgets the token unless a WebSocket has claimed it. Returns whether it was removed.
+    pub fn remove_unclaimed(&self, token: &str) -> bool {
+        let mut by_token = self.by_token.lock();
+        let unclaimed = by_token
+            .get(token)
+            .is_some_and(|negotiation| !negotiation.connected);
+        if unclaimed {
+            by_token.remove(token);
+        }
+        unclaimed
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_token.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn principal() -> Principal {
+        Principal {
+            user_id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4(),
+        }
+    }
+
+    #[test]
+    fn create_returns_distinct_url_safe_ids() {
+        let negotiations = Negotiations::default();
+
+        let ids = negotiations.create(principal());
+
+        assert_ne!(ids.connection_id, ids.connection_token);
+        assert_eq!(ids.connection_token.len(), 43);
+        assert!(ids
+            .connection_token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn claim_succeeds_once() {
+        let negotiations = Negotiations::default();
+        let owner = principal();
+        let ids = negotiations.create(owner.clone());
+
+        let first = negotiations.claim(&ids.connection_token, &owner);
+        let second = negotiations.claim(&ids.connection_token, &owner);
+
+        assert_eq!(first, Ok(ids.connection_id));
+        assert_eq!(second, Err(ClaimError::AlreadyConnected));
+    }
+
+    #[test]
+    fn claim_rejects_other_principal() {
+        let negotiations = Negotiations::default();
+        let ids = negotiations.create(principal());
+
+        let result = negotiations.claim(&ids.connection_token, &principal());
+
+        assert_eq!(result, Err(ClaimError::OtherPrincipal));
+    }
+
+    #[test]
+    fn claim_unknown_token_fails() {
+        let negotiations = Negotiations::default();
+
+        assert_eq!(
+            negotiations.claim("missing", &principal()),
+            Err(ClaimError::NotFound)
+        );
+    }
+
+    #[test]
+    fn remove_unclaimed_keeps_connected_tokens() {
+        let negotiations = Negotiations::default();
+        let owner = principal();
+        let connected = negotiations.create(owner.clone());
+        let idle = negotiations.create(owner.clone());
+        negotiations
+            .claim(&connected.connection_token, &owner)
+            .unwrap();
+
+        assert!(!negotiations.remove_unclaimed(&connected.connection_token));
+        assert!(negotiations.remove_unclaimed(&idle.connection_token));
+        assert_eq!(negotiations.len(), 1);
+    }
+}

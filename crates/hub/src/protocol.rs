@@ -1,0 +1,476 @@
+//! The JSON hub protocol: handshake, the messages a client may send, and the messages the
+//! server sends. Message types and field names follow `HubProtocol.md` in the SignalR
+//! specifications (dotnet/aspnetcore, `src/SignalR/docs/specs`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backend::HubMessage;
+use crate::framing::terminate;
+
+/// The only hub protocol this server speaks, and its only version.
+pub const JSON_PROTOCOL: &str = "json";
+pub const JSON_PROTOCOL_VERSION: i64 = 1;
+
+const INVOCATION: i64 = 1;
+const STREAM_ITEM: i64 = 2;
+const COMPLETION: i64 = 3;
+const STREAM_INVOCATION: i64 = 4;
+const CANCEL_INVOCATION: i64 = 5;
+const PING: i64 = 6;
+const CLOSE: i64 = 7;
+const ACK: i64 = 8;
+const SEQUENCE: i64 = 9;
+
+#[derive(Deserialize)]
+struct HandshakeRequest {
+    protocol: String,
+    version: i64,
+}
+
+/// Checks the client's handshake request. The error is the text to send back in the
+/// handshake response before closing.
+pub fn parse_handshake(record: &str) -> Result<(), String> {
+    let request: HandshakeRequest = serde_json::from_str(record)
+        .map_err(|error| format!("Handshake request is invalid: {error}"))?;
+
+    if request.protocol != JSON_PROTOCOL {
+        return Err(format!(
+            "Requested protocol '{}' is not available.",
+            request.protocol
+        ));
+    }
+    if request.version != JSON_PROTOCOL_VERSION {
+        return Err(format!(
+            "The server does not support version {} of the '{JSON_PROTOCOL}' protocol.",
+            request.version
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct HandshakeResponse<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Encodes a handshake response: `{}` on success, `{"error": ...}` on failure.
+pub fn encode_handshake_response(error: Option<&str>) -> String {
+    encode(&HandshakeResponse { error })
+}
+
+/// A hub method call from the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invocation {
+    /// Absent for non-blocking invocations, which get no completion.
+    pub invocation_id: Option<String>,
+    pub target: String,
+    pub arguments: Vec<Value>,
+    pub stream_ids: Vec<String>,
+}
+
+/// A message received from the client after the handshake.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Invocation(Invocation),
+    StreamInvocation(Invocation),
+    CancelInvocation,
+    Ping,
+    Close {
+        error: Option<String>,
+    },
+    /// Stream items, completions, acks and sequence messages: the server never invokes
+    /// client methods, accepts no upload streams and does not negotiate stateful
+    /// reconnect, so a client never has a reason to send one.
+    Unexpected {
+        kind: &'static str,
+    },
+}
+
+/// Field set shared by all message types. Each type reads the fields it defines and
+/// ignores the rest, including `headers`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMessage {
+    #[serde(rename = "type")]
+    kind: Option<i64>,
+    invocation_id: Option<String>,
+    target: Option<String>,
+    arguments: Option<Vec<Value>>,
+    stream_ids: Option<Vec<String>>,
+    error: Option<String>,
+}
+
+/// Parses one record into a client message. The error text is sent to the client in a
+/// `Close` message.
+pub fn parse_client_message(record: &str) -> Result<ClientMessage, String> {
+    let raw: RawMessage =
+        serde_json::from_str(record).map_err(|error| format!("invalid hub message: {error}"))?;
+    let kind = raw
+        .kind
+        .ok_or_else(|| "invalid hub message: missing field `type`".to_owned())?;
+
+    let message = match kind {
+        INVOCATION => ClientMessage::Invocation(parse_invocation(raw, "invocation")?),
+        STREAM_INVOCATION => {
+            let invocation = parse_invocation(raw, "stream invocation")?;
+            if invocation.invocation_id.is_none() {
+                return Err("invalid stream invocation: missing field `invocationId`".to_owned());
+            }
+            ClientMessage::StreamInvocation(invocation)
+        }
+        STREAM_ITEM => ClientMessage::Unexpected {
+            kind: "stream item",
+        },
+        COMPLETION => ClientMessage::Unexpected { kind: "completion" },
+        CANCEL_INVOCATION => ClientMessage::CancelInvocation,
+        PING => ClientMessage::Ping,
+        CLOSE => ClientMessage::Close { error: raw.error },
+        ACK => ClientMessage::Unexpected { kind: "ack" },
+        SEQUENCE => ClientMessage::Unexpected { kind: "sequence" },
+        other => return Err(format!("unknown hub message type {other}")),
+    };
+    Ok(message)
+}
+
+fn parse_invocation(raw: RawMessage, kind: &str) -> Result<Invocation, String> {
+    let target = raw
+        .target
+        .ok_or_else(|| format!("invalid {kind}: missing field `target`"))?;
+    let arguments = raw
+        .arguments
+        .ok_or_else(|| format!("invalid {kind}: missing field `arguments`"))?;
+
+    Ok(Invocation {
+        invocation_id: raw.invocation_id,
+        target,
+        arguments,
+        stream_ids: raw.stream_ids.unwrap_or_default(),
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompletionMessage<'a> {
+    #[serde(rename = "type")]
+    kind: i64,
+    invocation_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// Encodes a completion that carries a result.
+pub fn encode_completion_result(invocation_id: &str, result: &Value) -> String {
+    encode(&CompletionMessage {
+        kind: COMPLETION,
+        invocation_id,
+        result: Some(result),
+        error: None,
+    })
+}
+
+/// Encodes a completion that carries an error.
+pub fn encode_completion_error(invocation_id: &str, error: &str) -> String {
+    encode(&CompletionMessage {
+        kind: COMPLETION,
+        invocation_id,
+        result: None,
+        error: Some(error),
+    })
+}
+
+/// Payload that the client method receives as its only argument.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    event_id: uuid::Uuid,
+    group: &'a str,
+    seq: i64,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    data: &'a Value,
+}
+
+#[derive(Serialize)]
+struct InvocationMessage<'a> {
+    #[serde(rename = "type")]
+    kind: i64,
+    target: &'a str,
+    arguments: [Envelope<'a>; 1],
+}
+
+/// Encodes a relay message as a non-blocking invocation of `message.method` on the client.
+pub fn encode_hub_message(message: &HubMessage) -> String {
+    let envelope = Envelope {
+        event_id: message.event_id,
+        group: &message.group,
+        seq: message.seq,
+        event_type: &message.event_type,
+        data: &message.data,
+    };
+    encode(&InvocationMessage {
+        kind: INVOCATION,
+        target: &message.method,
+        arguments: [envelope],
+    })
+}
+
+/// Encodes a ping, which the server sends to keep an idle connection alive.
+pub fn encode_ping() -> String {
+    terminate(format!("{{\"type\":{PING}}}"))
+}
+
+/// A `Close` message that the server sends before it closes the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseMessage {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Tells clients with automatic reconnect enabled to reconnect.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_reconnect: bool,
+}
+
+impl CloseMessage {
+    /// Creates a close caused by the client, which should not reconnect and repeat it.
+    pub fn error(error: impl Into<String>) -> Self {
+        Self {
+            error: Some(error.into()),
+            allow_reconnect: false,
+        }
+    }
+
+    /// Creates a close after which the client may reconnect and join again.
+    pub fn reconnectable(error: Option<String>) -> Self {
+        Self {
+            error,
+            allow_reconnect: true,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        #[derive(Serialize)]
+        struct Tagged<'a> {
+            #[serde(rename = "type")]
+            kind: i64,
+            #[serde(flatten)]
+            close: &'a CloseMessage,
+        }
+        encode(&Tagged {
+            kind: CLOSE,
+            close: self,
+        })
+    }
+}
+
+fn encode(message: &impl Serialize) -> String {
+    let json = serde_json::to_string(message)
+        .expect("hub protocol messages contain only string keys and serializable values");
+    terminate(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decode(frame: &str) -> Value {
+        let json = frame
+            .strip_suffix('\u{1e}')
+            .expect("frame ends with the record separator");
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn handshake_accepts_json_version_1() {
+        assert_eq!(
+            parse_handshake(r#"{"protocol":"json","version":1}"#),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn handshake_rejects_messagepack() {
+        let error = parse_handshake(r#"{"protocol":"messagepack","version":1}"#).unwrap_err();
+
+        assert_eq!(error, "Requested protocol 'messagepack' is not available.");
+    }
+
+    #[test]
+    fn handshake_rejects_other_version() {
+        let error = parse_handshake(r#"{"protocol":"json","version":2}"#).unwrap_err();
+
+        assert!(error.contains("version 2"), "{error}");
+    }
+
+    #[test]
+    fn handshake_rejects_malformed_request() {
+        let error = parse_handshake(r#"{"protocol":"json""#).unwrap_err();
+
+        assert!(error.starts_with("Handshake request is invalid"), "{error}");
+    }
+
+    #[test]
+    fn handshake_response_encoding() {
+        assert_eq!(encode_handshake_response(None), "{}\u{1e}");
+        assert_eq!(
+            decode(&encode_handshake_response(Some("bad"))),
+            json!({"error": "bad"})
+        );
+    }
+
+    #[test]
+    fn parse_invocation_with_id_and_headers() {
+        let record = r#"{"type":1,"headers":{"a":"b"},"invocationId":"7","target":"JoinTask","arguments":["x"]}"#;
+
+        let message = parse_client_message(record).unwrap();
+
+        assert_eq!(
+            message,
+            ClientMessage::Invocation(Invocation {
+                invocation_id: Some("7".to_owned()),
+                target: "JoinTask".to_owned(),
+                arguments: vec![json!("x")],
+                stream_ids: vec![],
+            })
+        );
+    }
+
+    #[test]
+    fn parse_non_blocking_invocation() {
+        let record = r#"{"type":1,"target":"JoinTask","arguments":[]}"#;
+
+        let ClientMessage::Invocation(invocation) = parse_client_message(record).unwrap() else {
+            panic!("expected an invocation");
+        };
+
+        assert_eq!(invocation.invocation_id, None);
+    }
+
+    #[test]
+    fn parse_invocation_without_target_fails() {
+        let error = parse_client_message(r#"{"type":1,"arguments":[]}"#).unwrap_err();
+
+        assert!(error.contains("`target`"), "{error}");
+    }
+
+    #[test]
+    fn parse_stream_invocation_without_id_fails() {
+        let error = parse_client_message(r#"{"type":4,"target":"x","arguments":[]}"#).unwrap_err();
+
+        assert!(error.contains("`invocationId`"), "{error}");
+    }
+
+    #[test]
+    fn parse_ping_close_and_cancel() {
+        assert_eq!(
+            parse_client_message(r#"{"type":6}"#),
+            Ok(ClientMessage::Ping)
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":7,"error":"bye"}"#),
+            Ok(ClientMessage::Close {
+                error: Some("bye".to_owned())
+            })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":5,"invocationId":"1"}"#),
+            Ok(ClientMessage::CancelInvocation)
+        );
+    }
+
+    #[test]
+    fn parse_stream_item_is_unexpected() {
+        let message = parse_client_message(r#"{"type":2,"invocationId":"1","item":3}"#);
+
+        assert_eq!(
+            message,
+            Ok(ClientMessage::Unexpected {
+                kind: "stream item"
+            })
+        );
+    }
+
+    #[test]
+    fn parse_unknown_type_fails() {
+        let error = parse_client_message(r#"{"type":42}"#).unwrap_err();
+
+        assert_eq!(error, "unknown hub message type 42");
+    }
+
+    #[test]
+    fn parse_missing_type_fails() {
+        let error = parse_client_message(r#"{"target":"x"}"#).unwrap_err();
+
+        assert!(error.contains("`type`"), "{error}");
+    }
+
+    #[test]
+    fn parse_malformed_json_fails() {
+        let error = parse_client_message("{not json").unwrap_err();
+
+        assert!(error.starts_with("invalid hub message"), "{error}");
+    }
+
+    #[test]
+    fn parse_non_object_fails() {
+        assert!(parse_client_message("[1,2]").is_err());
+        assert!(parse_client_message("").is_err());
+    }
+
+    #[test]
+    fn completion_encoding() {
+        assert_eq!(
+            decode(&encode_completion_result("1", &json!({"seq": 3}))),
+            json!({"type": 3, "invocationId": "1", "result": {"seq": 3}})
+        );
+        assert_eq!(
+            decode(&encode_completion_error("2", "task x not found")),
+            json!({"type": 3, "invocationId": "2", "error": "task x not found"})
+        );
+    }
+
+    #[test]
+    fn hub_message_encoding() {
+        let message = HubMessage {
+            group: "task:1".to_owned(),
+            seq: 4,
+            event_id: uuid::Uuid::nil(),
+            event_type: "task.updated".to_owned(),
+            method: "taskUpdated".to_owned(),
+            data: json!({"title": "t"}),
+        };
+
+        let frame = decode(&encode_hub_message(&message));
+
+        assert_eq!(
+            frame,
+            json!({
+                "type": 1,
+                "target": "taskUpdated",
+                "arguments": [{
+                    "event_id": uuid::Uuid::nil(),
+                    "group": "task:1",
+                    "seq": 4,
+                    "type": "task.updated",
+                    "data": {"title": "t"}
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn ping_and_close_encoding() {
+        assert_eq!(decode(&encode_ping()), json!({"type": 6}));
+        assert_eq!(
+            decode(&CloseMessage::error("boom").encode()),
+            json!({"type": 7, "error": "boom"})
+        );
+        assert_eq!(
+            decode(&CloseMessage::reconnectable(None).encode()),
+            json!({"type": 7, "allowReconnect": true})
+        );
+    }
+}

@@ -1,0 +1,292 @@
+//! Interoperability with the official JavaScript client (`@microsoft/signalr`), driven
+//! through `tests/js/hub-client.mjs`. Needs Node.js 18 or later and
+//! `npm ci --prefix tests/js` run from the repository root.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+
+use common::{principal, token_for, TestServer, WAIT};
+use serde_json::{json, Value};
+use tasklane_hub::{HubMessage, Principal};
+use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use uuid::Uuid;
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js")
+}
+
+/// A running `hub-client.mjs` process and its stdout, one JSON event per line.
+struct NodeClient {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl NodeClient {
+    async fn spawn(url: &str, token: &str, extra_args: &[String]) -> Self {
+        let dir = js_dir();
+        assert!(
+            dir.join("node_modules/@microsoft/signalr").is_dir(),
+            "the official SignalR client is not installed in {}: run `npm ci --prefix tests/js` \
+             from the repository root",
+            dir.display()
+        );
+
+        let mut child = Command::new("node")
+            .arg(dir.join("hub-client.mjs"))
+            .args(["--url", url, "--token", token])
+            .args(extra_args)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!("failed to start `node` (Node.js 18 or later must be on PATH): {error}")
+            });
+        let stdout = child.stdout.take().unwrap();
+        Self {
+            child,
+            lines: BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// Reads the next event line, failing if none arrives within [`WAIT`].
+    async fn next_event(&mut self) -> Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("hub-client printed an event in time")
+            .expect("hub-client stdout is readable")
+            .expect("hub-client printed an event before exiting");
+        serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("hub-client printed invalid JSON {line:?}: {error}"))
+    }
+
+    /// Reads events up to and including the first with `"event": name`. Returns the
+    /// events before it.
+    async fn events_until(&mut self, name: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.next_event().await;
+            if event["event"] == name {
+                return events;
+            }
+            events.push(event);
+        }
+    }
+
+    /// Closes stdin, which makes the client stop its connection and exit.
+    async fn stop(mut self) -> ExitStatus {
+        drop(self.child.stdin.take());
+        self.wait().await
+    }
+
+    async fn wait(&mut self) -> ExitStatus {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("hub-client exited in time")
+            .unwrap()
+    }
+}
+
+fn message(group: &str, seq: i64, method: &str, data: Value) -> HubMessage {
+    HubMessage {
+        group: group.to_owned(),
+        seq,
+        event_id: Uuid::new_v4(),
+        event_type: format!("{method}.test"),
+        method: method.to_owned(),
+        data,
+    }
+}
+
+/// Dispatches a `notification` that marks the end of a test's messages.
+fn publish_sentinel(server: &TestServer, user: &Principal, seq: i64) {
+    server.hub.dispatch(&message(
+        &user.user_group(),
+        seq,
+        "notification",
+        json!({"sentinel": true}),
+    ));
+}
+
+/// Collects `message` events up to and including the sentinel notification.
+async fn messages_until_sentinel(client: &mut NodeClient) -> Vec<Value> {
+    let mut messages = Vec::new();
+    loop {
+        let event = client.next_event().await;
+        assert_eq!(event["event"], "message", "unexpected event {event}");
+        let is_sentinel = event["envelope"]["data"]["sentinel"] == true;
+        messages.push(event);
+        if is_sentinel {
+            return messages;
+        }
+    }
+}
+
+// Multi-threaded like the production runtime, so dispatch and the connection tasks run
+// in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_joins_and_receives_ordered_events() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let task_id = server
+        .backend
+        .add_task(user.tenant_id, 3, json!({"title": "Plan"}));
+    let job_id = server
+        .backend
+        .add_job(user.tenant_id, 0, json!({"state": "running"}));
+    let unknown_task = Uuid::new_v4();
+    let args = [
+        "--join-task".to_owned(),
+        task_id.to_string(),
+        "--join-job".to_owned(),
+        job_id.to_string(),
+        "--join-task".to_owned(),
+        unknown_task.to_string(),
+    ];
+    let mut client = NodeClient::spawn(&server.http_url(), &token_for(&user), &args).await;
+
+    let joins = client.events_until("ready").await;
+    assert_eq!(
+        joins,
+        vec![
+            json!({
+                "event": "joined",
+                "kind": "task",
+                "id": task_id.to_string(),
+                "result": {"group": format!("task:{task_id}"), "seq": 3, "snapshot": {"title": "Plan"}}
+            }),
+            json!({
+                "event": "joined",
+                "kind": "job",
+                "id": job_id.to_string(),
+                "result": {"group": format!("job:{job_id}"), "seq": 0, "snapshot": {"state": "running"}}
+            }),
+            json!({
+                "event": "error",
+                "stage": "join",
+                "kind": "task",
+                "id": unknown_task.to_string(),
+                "message": format!("task {unknown_task} not found")
+            }),
+        ]
+    );
+
+    let task_group = format!("task:{task_id}");
+    let job_group = format!("job:{job_id}");
+    let published = [
+        message(&task_group, 1, "taskUpdated", json!({"n": 1})),
+        message(&task_group, 2, "taskUpdated", json!({"n": 2})),
+        message(&job_group, 1, "jobProgress", json!({"percent": 10})),
+        message(&task_group, 3, "taskUpdated", json!({"n": 3})),
+        message(&task_group, 4, "taskUpdated", json!({"n": 4})),
+        message(&user.user_group(), 1, "notification", json!({"text": "hi"})),
+        message(&task_group, 4, "taskUpdated", json!({"n": 4})),
+        message(&task_group, 5, "taskUpdated", json!({"n": 5})),
+        message(&job_group, 2, "jobProgress", json!({"percent": 20})),
+        message(&format!("task:{unknown_task}"), 1, "taskUpdated", json!({})),
+        message(&task_group, 6, "taskUpdated", json!({"n": 6})),
+    ];
+    for message in &published {
+        server.hub.dispatch(message);
+    }
+    publish_sentinel(&server, &user, 2);
+    let received = messages_until_sentinel(&mut client).await;
+
+    let summary: Vec<(String, String, i64)> = received
+        .iter()
+        .map(|event| {
+            (
+                event["method"].as_str().unwrap().to_owned(),
+                event["envelope"]["group"].as_str().unwrap().to_owned(),
+                event["envelope"]["seq"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, i64)> = [
+        ("jobProgress", &job_group, 1),
+        ("taskUpdated", &task_group, 4),
+        ("notification", &user.user_group(), 1),
+        ("taskUpdated", &task_group, 5),
+        ("jobProgress", &job_group, 2),
+        ("taskUpdated", &task_group, 6),
+        ("notification", &user.user_group(), 2),
+    ]
+    .into_iter()
+    .map(|(method, group, seq)| (method.to_owned(), group.clone(), seq))
+    .collect();
+    assert_eq!(summary, expected);
+
+    let first_task_update = &published[4];
+    assert_eq!(
+        received[1]["envelope"],
+        json!({
+            "event_id": first_task_update.event_id,
+            "group": task_group,
+            "seq": 4,
+            "type": "taskUpdated.test",
+            "data": {"n": 4}
+        })
+    );
+
+    let status = client.stop().await;
+    assert!(status.success(), "hub-client exited with {status}");
+    server.wait_for_connections(0).await;
+}
+
+#[tokio::test]
+async fn official_client_connects_without_negotiate() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let args = [
+        "--transport".to_owned(),
+        "websockets".to_owned(),
+        "--skip-negotiation".to_owned(),
+    ];
+    let mut client = NodeClient::spawn(&server.http_url(), &token_for(&user), &args).await;
+
+    let before_ready = client.events_until("ready").await;
+    publish_sentinel(&server, &user, 1);
+    let received = messages_until_sentinel(&mut client).await;
+
+    assert!(before_ready.is_empty(), "{before_ready:?}");
+    assert_eq!(received.len(), 1);
+    let status = client.stop().await;
+    assert!(status.success(), "hub-client exited with {status}");
+}
+
+#[tokio::test]
+async fn official_client_reports_rejected_token() {
+    let server = TestServer::start().await;
+
+    let mut client = NodeClient::spawn(&server.http_url(), "not-a-valid-token", &[]).await;
+    let event = client.next_event().await;
+    let status = client.wait().await;
+
+    assert_eq!(event["event"], "error");
+    assert_eq!(event["stage"], "start");
+    let message = event["message"].as_str().unwrap();
+    assert!(message.contains("401"), "{message}");
+    assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn official_client_sees_shutdown_close() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let mut client = NodeClient::spawn(&server.http_url(), &token_for(&user), &[]).await;
+    client.events_until("ready").await;
+
+    tokio::time::timeout(WAIT, server.hub.shutdown())
+        .await
+        .expect("shutdown finishes");
+    let event = client.next_event().await;
+    let status = client.wait().await;
+
+    assert_eq!(event, json!({"event": "closed", "error": null}));
+    assert_eq!(status.code(), Some(1));
+}

@@ -1,0 +1,305 @@
+//! Negotiate and WebSocket connect over HTTP: status codes, authentication and the
+//! lifetime of connection tokens.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::{connect_ws, principal, refused_status, token_for, HubClient, TestServer};
+use serde_json::{json, Value};
+use tasklane_hub::HubSettings;
+
+#[tokio::test]
+async fn negotiate_v1_returns_token_and_websockets() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+
+    let (status, body) = server
+        .negotiate_raw("?negotiateVersion=1", Some(&token))
+        .await;
+
+    assert_eq!(status, StatusCode::OK);
+    let response: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(response["negotiateVersion"], 1);
+    let connection_id = response["connectionId"].as_str().unwrap();
+    let connection_token = response["connectionToken"].as_str().unwrap();
+    assert_ne!(connection_id, connection_token);
+    assert_eq!(
+        response["availableTransports"],
+        json!([{"transport": "WebSockets", "transferFormats": ["Text"]}])
+    );
+}
+
+#[tokio::test]
+async fn negotiate_caps_version_at_one() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+
+    let (status, body) = server
+        .negotiate_raw("?negotiateVersion=7", Some(&token))
+        .await;
+
+    assert_eq!(status, StatusCode::OK);
+    let response: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(response["negotiateVersion"], 1);
+}
+
+#[tokio::test]
+async fn negotiate_v0_connects_with_connection_id() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let token = token_for(&user);
+
+    let (status, body) = server.negotiate_raw("", Some(&token)).await;
+    assert_eq!(status, StatusCode::OK);
+    let response: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(response["negotiateVersion"], 0);
+    assert!(response.get("connectionToken").is_none());
+
+    let id = response["connectionId"].as_str().unwrap();
+    let socket = connect_ws(&server.ws_url(&format!("?id={id}")), Some(&token))
+        .await
+        .expect("connect with the version 0 connection id");
+    HubClient::new(socket).handshake().await;
+    server.wait_for_connections(1).await;
+}
+
+#[tokio::test]
+async fn negotiate_rejects_invalid_version() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+
+    let (status, _body) = server
+        .negotiate_raw("?negotiateVersion=abc", Some(&token))
+        .await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn negotiate_without_token_is_401() {
+    let server = TestServer::start().await;
+
+    let (status, _body) = server.negotiate_raw("?negotiateVersion=1", None).await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn negotiate_with_bad_token_is_401() {
+    let server = TestServer::start().await;
+
+    let (status, _body) = server
+        .negotiate_raw("?negotiateVersion=1", Some("not-a-valid-token"))
+        .await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn negotiate_accepts_access_token_parameter() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+
+    let (status, _body) = server
+        .negotiate_raw(&format!("?negotiateVersion=1&access_token={token}"), None)
+        .await;
+
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connect_with_unknown_id_is_404() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+
+    let status = refused_status(&server.ws_url("?id=unknown"), Some(&token)).await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn connect_with_bad_token_is_401() {
+    let server = TestServer::start().await;
+    let connection_token = server.negotiate(&token_for(&principal())).await;
+    let url = server.ws_url(&format!("?id={connection_token}"));
+
+    let with_bad_token = refused_status(&url, Some("user-x-tenant-y")).await;
+    let without_token = refused_status(&url, None).await;
+
+    assert_eq!(with_bad_token, StatusCode::UNAUTHORIZED);
+    assert_eq!(without_token, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn connect_as_other_user_is_403() {
+    let server = TestServer::start().await;
+    let connection_token = server.negotiate(&token_for(&principal())).await;
+    let other_token = token_for(&principal());
+
+    let status = refused_status(
+        &server.ws_url(&format!("?id={connection_token}")),
+        Some(&other_token),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn second_websocket_is_409() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+    let connection_token = server.negotiate(&token).await;
+    let url = server.ws_url(&format!("?id={connection_token}"));
+    let _first = connect_ws(&url, Some(&token)).await.unwrap();
+
+    let status = refused_status(&url, Some(&token)).await;
+
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn connect_accepts_access_token_parameter() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+    let connection_token = server.negotiate(&token).await;
+
+    let socket = connect_ws(
+        &server.ws_url(&format!("?id={connection_token}&access_token={token}")),
+        None,
+    )
+    .await
+    .expect("connect with access_token");
+    HubClient::new(socket).handshake().await;
+
+    server.wait_for_connections(1).await;
+}
+
+#[tokio::test]
+async fn connect_without_id_skips_negotiate() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+
+    let socket = connect_ws(&server.ws_url(""), Some(&token)).await.unwrap();
+    HubClient::new(socket).handshake().await;
+
+    server.wait_for_connections(1).await;
+}
+
+#[tokio::test]
+async fn token_is_rejected_after_connection_closes() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+    let connection_token = server.negotiate(&token).await;
+    let url = server.ws_url(&format!("?id={connection_token}"));
+    let mut client = HubClient::new(connect_ws(&url, Some(&token)).await.unwrap());
+    client.handshake().await;
+    server.wait_for_connections(1).await;
+
+    client.send(json!({"type": 7})).await;
+    server.wait_for_connections(0).await;
+    let status = refused_status(&url, Some(&token)).await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn unclaimed_token_expires() {
+    let settings = HubSettings {
+        negotiate_timeout: Duration::from_millis(100),
+        ..HubSettings::default()
+    };
+    let server = TestServer::start_with(settings).await;
+    let token = token_for(&principal());
+    let connection_token = server.negotiate(&token).await;
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let status = refused_status(
+        &server.ws_url(&format!("?id={connection_token}")),
+        Some(&token),
+    )
+    .await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn plain_get_is_400() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+    let request = Request::get("/hubs/tasks")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+
+    let (status, body) = server.request(request).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("WebSockets"), "{body}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_and_rejects_new_ones() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let mut client = server.connect(&user).await;
+    server.wait_for_connections(1).await;
+
+    tokio::time::timeout(common::WAIT, server.hub.shutdown())
+        .await
+        .expect("shutdown finishes");
+    let records = client.read_until_closed().await;
+    let (status, _body) = server
+        .negotiate_raw("?negotiateVersion=1", Some(&token_for(&user)))
+        .await;
+
+    assert_eq!(records, vec![json!({"type": 7, "allowReconnect": true})]);
+    assert_eq!(server.hub.connection_count(), 0);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn shutdown_closes_connection_during_handshake() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+    let connection_token = server.negotiate(&token).await;
+    let socket = connect_ws(
+        &server.ws_url(&format!("?id={connection_token}")),
+        Some(&token),
+    )
+    .await
+    .unwrap();
+    let mut client = HubClient::new(socket);
+
+    // The handshake timeout (15 s by default) is longer than this wait.
+    tokio::time::timeout(Duration::from_secs(5), server.hub.shutdown())
+        .await
+        .expect("shutdown does not wait for the handshake timeout");
+    let records = client.read_until_closed().await;
+
+    assert!(records.is_empty(), "{records:?}");
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_pending_join() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let task_id = server.backend.add_task(user.tenant_id, 0, json!({}));
+    let (started, _release) = server.backend.gate_task(task_id);
+    let mut client = server.connect(&user).await;
+    client
+        .invoke("1", "JoinTask", json!([task_id.to_string()]))
+        .await;
+    started.await.unwrap();
+
+    tokio::time::timeout(common::WAIT, server.hub.shutdown())
+        .await
+        .expect("shutdown finishes while the join is pending");
+    let records = client.read_until_closed().await;
+
+    assert_eq!(records, vec![json!({"type": 7, "allowReconnect": true})]);
+    assert_eq!(server.hub.connection_count(), 0);
+}

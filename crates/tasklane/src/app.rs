@@ -1,0 +1,230 @@
+//! Building and running the application: one HTTP server for the api and hub roles, and
+//! one task per background role, all stopped by one cancellation token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use secrecy::ExposeSecret;
+use tasklane_api::AppState;
+use tasklane_auth::TokenIssuer;
+use tasklane_bus::kafka::{self, KafkaConsumer, KafkaProducer};
+use tasklane_bus::Topology;
+use tasklane_cache::Cache;
+use tasklane_config::Settings;
+use tasklane_hub::{Hub, HubMessage, HubSettings};
+use tasklane_store::PgPool;
+use tasklane_workers::bulk::BulkWorker;
+use tasklane_workers::notify::NotifyConsumer;
+use tasklane_workers::relay::{self, Destination, HubDestination, KafkaDestination, RabbitDestination};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub_backend::StoreHubBackend;
+use crate::roles::Role;
+
+/// Applies database migrations.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = connect_database(settings).await?;
+    tasklane_store::migrate(&pool).await.context("applying migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
+    tasklane_store::connect(settings.database.url.expose_secret(), settings.database.max_connections)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+/// A running application.
+pub struct Application {
+    /// Where the HTTP server listens, when the process runs the api or hub role.
+    pub address: Option<SocketAddr>,
+    pub hub: Option<Hub>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Connects to every dependency the roles need, binds the HTTP port and starts the roles.
+    pub async fn start(settings: Settings, roles: &[Role]) -> anyhow::Result<Self> {
+        let settings = Arc::new(settings);
+        let pool = connect_database(&settings).await?;
+        tasklane_store::migrate(&pool).await.context("applying migrations")?;
+        let cache = Cache::connect(settings.redis.url.expose_secret(), settings.namespace.clone()).await;
+        let tokens = TokenIssuer::new(
+            &settings.auth.jwt_secret,
+            &settings.auth.issuer,
+            &settings.auth.audience,
+            settings.auth.access_token_ttl,
+        );
+        let topology = Topology::new(settings.namespace.clone());
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let hub = roles.contains(&Role::Hub).then(|| {
+            let backend = StoreHubBackend { pool: pool.clone(), tokens: tokens.clone() };
+            Hub::new(Arc::new(backend), HubSettings::default())
+        });
+        if let Some(hub) = &hub {
+            tasks.spawn(run_backplane(settings.clone(), hub.clone(), cancel.clone()));
+        }
+
+        let mut router = Router::new();
+        if roles.contains(&Role::Api) {
+            let state = AppState { pool: pool.clone(), tokens, cache: cache.clone(), settings: settings.clone() };
+            router = router.merge(tasklane_api::router(state));
+        }
+        if let Some(hub) = &hub {
+            router = router.merge(hub.router());
+        }
+        let address = if roles.contains(&Role::Api) || roles.contains(&Role::Hub) {
+            let listener = tokio::net::TcpListener::bind(settings.server.bind)
+                .await
+                .with_context(|| format!("binding {}", settings.server.bind))?;
+            let address = listener.local_addr()?;
+            let shutdown = cancel.clone();
+            tasks.spawn(async move {
+                let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+                if let Err(error) = server.await {
+                    tracing::error!(%error, "http server failed");
+                }
+            });
+            tracing::info!(%address, "http server listening");
+            Some(address)
+        } else {
+            None
+        };
+
+        if roles.contains(&Role::Relay) || roles.contains(&Role::Bulk) {
+            let brokers = settings.kafka.brokers.clone();
+            ensure_topics_in_background(&mut tasks, brokers, topology.clone(), settings.kafka.partitions, cancel.clone());
+        }
+        if roles.contains(&Role::Relay) {
+            let producer = KafkaProducer::new(&settings.kafka.brokers)?;
+            let destinations: Vec<Arc<dyn Destination>> = vec![
+                Arc::new(RabbitDestination::new(settings.rabbitmq.url.expose_secret().to_owned(), topology.clone())),
+                Arc::new(KafkaDestination::new(producer, topology.clone())),
+                Arc::new(HubDestination::new(cache.clone())),
+            ];
+            tasks.spawn(relay::run(pool.clone(), destinations, settings.relay.clone(), cancel.clone()));
+        }
+        if roles.contains(&Role::Bulk) {
+            let consumer = KafkaConsumer::new(&settings.kafka.brokers, &topology.bulk_group(), &topology.bulk_operations())?;
+            let worker = BulkWorker {
+                pool: pool.clone(),
+                cache: cache.clone(),
+                source_zone: settings.import.source_zone,
+                batch_size: settings.import.batch_size,
+                retry_delay: settings.relay.retry_delay,
+            };
+            tasks.spawn(worker.run(consumer, cancel.clone()));
+        }
+        if roles.contains(&Role::Notify) {
+            let consumer = NotifyConsumer {
+                pool: pool.clone(),
+                rabbit_url: settings.rabbitmq.url.expose_secret().to_owned(),
+                topology: topology.clone(),
+                retry_delay: settings.relay.retry_delay,
+            };
+            tasks.spawn(consumer.run(cancel.clone()));
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        tracing::info!(roles = names.join(","), "tasklane started");
+        Ok(Self { address, hub, cancel, tasks, shutdown_grace: settings.server.shutdown_grace })
+    }
+
+    /// Stops every role: hub clients are told to reconnect elsewhere, HTTP stops taking
+    /// requests, workers finish their current step; whatever outlives the grace period is aborted.
+    pub async fn stop(mut self) {
+        tracing::info!("tasklane stopping");
+        if let Some(hub) = &self.hub {
+            hub.shutdown().await;
+        }
+        self.cancel.cancel();
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("roles did not stop within the grace period, aborting them");
+            self.tasks.abort_all();
+        }
+        tracing::info!("tasklane stopped");
+    }
+}
+
+/// Runs the roles until Ctrl-C or SIGTERM.
+pub async fn run_until_signal(settings: Settings, roles: Vec<Role>) -> anyhow::Result<()> {
+    let application = Application::start(settings, &roles).await?;
+    wait_for_signal().await;
+    application.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Feeds the hub with the relay's messages from the Redis backplane.
+async fn run_backplane(settings: Arc<Settings>, hub: Hub, cancel: CancellationToken) {
+    let channel = settings.namespace.redis_key(tasklane_cache::backplane::HUB_CHANNEL);
+    let url = settings.redis.url.expose_secret().to_owned();
+    tasklane_cache::backplane::subscribe(url, channel, cancel, move |payload| {
+        match serde_json::from_str::<HubMessage>(&payload) {
+            Ok(message) => hub.dispatch(&message),
+            Err(error) => tracing::warn!(%error, "backplane message is not a hub message, dropped"),
+        }
+    })
+    .await;
+}
+
+/// Creates the Kafka topics, retrying until the broker answers, without delaying start-up.
+fn ensure_topics_in_background(
+    tasks: &mut JoinSet<()>,
+    brokers: String,
+    topology: Topology,
+    partitions: i32,
+    cancel: CancellationToken,
+) {
+    let topics = vec![
+        (topology.bulk_operations(), partitions, false),
+        (topology.task_changes(), partitions, false),
+        (topology.user_activity(), partitions, true),
+    ];
+    tasks.spawn(async move {
+        let mut warned = false;
+        loop {
+            match kafka::ensure_topics(&brokers, &topics).await {
+                Ok(()) => {
+                    tracing::info!("kafka topics ready");
+                    return;
+                }
+                Err(error) if !warned => {
+                    tracing::warn!(%error, "kafka topics could not be created yet, retrying");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,50 @@
+//! The hub's view of the database: who a token belongs to, and what they may join.
+
+use tasklane_auth::TokenIssuer;
+use tasklane_hub::{AuthRejected, HubBackend, JoinError, JoinGrant, JoinTarget, Principal};
+use tasklane_store::{accounts, hub, jobs, tasks, PgPool};
+
+pub struct StoreHubBackend {
+    pub pool: PgPool,
+    pub tokens: TokenIssuer,
+}
+
+fn internal(error: tasklane_store::StoreError) -> JoinError {
+    JoinError::Internal(error.to_string())
+}
+
+#[async_trait::async_trait]
+impl HubBackend for StoreHubBackend {
+    async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthRejected> {
+        let claims = self.tokens.verify(bearer_token).map_err(|e| AuthRejected::new(e.to_string()))?;
+        let role = accounts::role_in(&self.pool, claims.sub, claims.tid)
+            .await
+            .map_err(|_| AuthRejected::new("could not check the membership"))?;
+        match role {
+            Some(_) => Ok(Principal { user_id: claims.sub, tenant_id: claims.tid }),
+            None => Err(AuthRejected::new("not a member of the token's tenant")),
+        }
+    }
+
+    /// Grants a join to a task or job of the caller's tenant.
+    ///
+    /// The group's sequence number is read before the snapshot: every message numbered at
+    /// or below it describes a change the snapshot already contains, and every later one
+    /// reaches the client live.
+    async fn join(&self, principal: &Principal, target: JoinTarget) -> Result<JoinGrant, JoinError> {
+        let group = target.group();
+        let seq = hub::last_seq(&self.pool, &group).await.map_err(internal)?;
+        let snapshot = match target {
+            JoinTarget::Task(id) => tasks::get(&self.pool, principal.tenant_id, id)
+                .await
+                .map_err(internal)?
+                .map(|task| serde_json::to_value(task).unwrap_or_default()),
+            JoinTarget::Job(id) => jobs::get(&self.pool, principal.tenant_id, id)
+                .await
+                .map_err(internal)?
+                .map(|job| serde_json::to_value(job).unwrap_or_default()),
+        };
+        let snapshot = snapshot.ok_or(JoinError::NotFound)?;
+        Ok(JoinGrant { group, seq, snapshot })
+    }
+}

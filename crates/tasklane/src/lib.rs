@@ -1,0 +1,8 @@
+//! The Tasklane binary's library: command-line parsing, role wiring and the import client.
+//! Kept as a library so integration tests can start the application in-process.
+
+pub mod app;
+pub mod cli;
+pub mod hub_backend;
+pub mod import_client;
+pub mod roles;

@@ -1,0 +1,5 @@
+//! Background roles. Each is a loop that stops when its cancellation token fires.
+
+pub mod bulk;
+pub mod notify;
+pub mod relay;
