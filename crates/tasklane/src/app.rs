@@ -100,9 +100,13 @@ impl Application {
             None
         };
 
-        if roles.contains(&Role::Relay) || roles.contains(&Role::Bulk) {
+        let topics = kafka_topics(&topology, settings.kafka.partitions);
+        if roles.contains(&Role::Relay) && !roles.contains(&Role::Bulk) {
             let brokers = settings.kafka.brokers.clone();
-            ensure_topics_in_background(&mut tasks, brokers, topology.clone(), settings.kafka.partitions, cancel.clone());
+            let (topics, cancel) = (topics.clone(), cancel.clone());
+            tasks.spawn(async move {
+                ensure_topics_until_ready(&brokers, &topics, &cancel).await;
+            });
         }
         if roles.contains(&Role::Relay) {
             let producer = KafkaProducer::new(&settings.kafka.brokers)?;
@@ -114,7 +118,6 @@ impl Application {
             tasks.spawn(relay::run(pool.clone(), destinations, settings.relay.clone(), cancel.clone()));
         }
         if roles.contains(&Role::Bulk) {
-            let consumer = KafkaConsumer::new(&settings.kafka.brokers, &topology.bulk_group(), &topology.bulk_operations())?;
             let worker = BulkWorker {
                 pool: pool.clone(),
                 cache: cache.clone(),
@@ -122,7 +125,20 @@ impl Application {
                 batch_size: settings.import.batch_size,
                 retry_delay: settings.relay.retry_delay,
             };
-            tasks.spawn(worker.run(consumer, cancel.clone()));
+            let brokers = settings.kafka.brokers.clone();
+            let (group, topic) = (topology.bulk_group(), topology.bulk_operations());
+            let cancel = cancel.clone();
+            // The consumer subscribes only once its topic exists, so it never starts on an
+            // error about a missing topic.
+            tasks.spawn(async move {
+                if !ensure_topics_until_ready(&brokers, &topics, &cancel).await {
+                    return;
+                }
+                match KafkaConsumer::new(&brokers, &group, &topic) {
+                    Ok(consumer) => worker.run(consumer, cancel).await,
+                    Err(error) => tracing::error!(%error, "the bulk worker could not create its kafka consumer"),
+                }
+            });
         }
         if roles.contains(&Role::Notify) {
             let consumer = NotifyConsumer {
@@ -194,37 +210,33 @@ async fn run_backplane(settings: Arc<Settings>, hub: Hub, cancel: CancellationTo
     .await;
 }
 
-/// Creates the Kafka topics, retrying until the broker answers, without delaying start-up.
-fn ensure_topics_in_background(
-    tasks: &mut JoinSet<()>,
-    brokers: String,
-    topology: Topology,
-    partitions: i32,
-    cancel: CancellationToken,
-) {
-    let topics = vec![
+/// The topics every Kafka role needs: (name, partitions, is the activity stream).
+fn kafka_topics(topology: &Topology, partitions: i32) -> Vec<(String, i32, bool)> {
+    vec![
         (topology.bulk_operations(), partitions, false),
         (topology.task_changes(), partitions, false),
         (topology.user_activity(), partitions, true),
-    ];
-    tasks.spawn(async move {
-        let mut warned = false;
-        loop {
-            match kafka::ensure_topics(&brokers, &topics).await {
-                Ok(()) => {
-                    tracing::info!("kafka topics ready");
-                    return;
-                }
-                Err(error) if !warned => {
-                    tracing::warn!(%error, "kafka topics could not be created yet, retrying");
-                    warned = true;
-                }
-                Err(_) => {}
+    ]
+}
+
+/// Creates the Kafka topics, retrying until the broker answers; false when cancelled first.
+async fn ensure_topics_until_ready(brokers: &str, topics: &[(String, i32, bool)], cancel: &CancellationToken) -> bool {
+    let mut warned = false;
+    loop {
+        match kafka::ensure_topics(brokers, topics).await {
+            Ok(()) => {
+                tracing::info!("kafka topics ready");
+                return true;
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            Err(error) if !warned => {
+                tracing::warn!(%error, "kafka topics could not be created yet, retrying");
+                warned = true;
             }
+            Err(_) => {}
         }
-    });
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
 }

@@ -1,0 +1,235 @@
+//! Test harness: each test gets its own database and name prefix, and the whole
+//! application in-process on a free port, against the real PostgreSQL, Redis, RabbitMQ and
+//! Kafka broker that `scripts/services-up` starts.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tasklane::app::Application;
+use tasklane::roles::Role;
+use tasklane_config::Settings;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Admin URL of the database server; tests create one database each on it.
+fn server_url() -> String {
+    std::env::var("TASKLANE_DATABASE__URL")
+        .unwrap_or_else(|_| "postgres://tasklane:tasklane@127.0.0.1:5432/tasklane".to_owned())
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub prefix: String,
+    application: Option<Application>,
+}
+
+pub struct Account {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub project_id: Uuid,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let suffix = Uuid::new_v4().simple().to_string();
+        let database = format!("tasklane_test_{suffix}");
+        let admin = PgPool::connect(&server_url()).await.expect("connecting to PostgreSQL; run scripts/services-up");
+        sqlx::query(&format!("create database {database}")).execute(&admin).await.expect("creating test database");
+        admin.close().await;
+        let database_url = replace_database(&server_url(), &database);
+
+        let prefix = format!("t{}", &suffix[..12]);
+        let overrides = json!({
+            "server": { "bind": "127.0.0.1:0" },
+            "database": { "url": database_url, "max_connections": 10 },
+            "redis": { "url": std::env::var("TASKLANE_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()) },
+            "rabbitmq": { "url": std::env::var("TASKLANE_RABBITMQ__URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()) },
+            "kafka": { "brokers": std::env::var("TASKLANE_KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()), "partitions": 1 },
+            "namespace": { "prefix": prefix },
+            "relay": { "poll_interval": "100ms", "retry_delay": "500ms" },
+            "log": { "format": "text", "filter": "warn" },
+        });
+        let settings = Settings::with_overrides(overrides).expect("valid test settings");
+        tasklane_telemetry::init_logging(&settings.log);
+        let application = Application::start(settings, &Role::ALL).await.expect("starting the application");
+        let address = application.address.expect("the api role listens");
+        let pool = PgPool::connect(&database_url).await.expect("connecting to the test database");
+        Self {
+            base_url: format!("http://{address}"),
+            pool,
+            client: reqwest::Client::new(),
+            prefix,
+            application: Some(application),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn hub_url(&self) -> String {
+        self.url("/hubs/tasks")
+    }
+
+    /// Registers a new person with their own tenant.
+    pub async fn register(&self, tenant: &str) -> Account {
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&json!({ "email": email, "password": "correct horse battery", "name": "Test Person", "tenant": tenant }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "registration failed");
+        let body: Value = response.json().await.unwrap();
+        Account {
+            user_id: body["user_id"].as_str().unwrap().parse().unwrap(),
+            tenant_id: body["tenant_id"].as_str().unwrap().parse().unwrap(),
+            project_id: body["project_id"].as_str().unwrap().parse().unwrap(),
+            token: body["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()
+    }
+
+    pub async fn create_task(&self, account: &Account, title: &str) -> Value {
+        let response = self
+            .post_json(&account.token, "/api/v1/tasks", json!({ "project_id": account.project_id, "title": title }))
+            .await;
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    /// Uploads a file to `POST /imports` and returns the job id.
+    pub async fn start_import(&self, token: &str, path: &std::path::Path) -> Uuid {
+        let bytes = tokio::fs::read(path).await.unwrap();
+        let part = reqwest::multipart::Part::bytes(bytes).file_name("export.csv");
+        let form = reqwest::multipart::Form::new().part("file", part).text("format", "jira");
+        let response = self.client.post(self.url("/api/v1/imports")).bearer_auth(token).multipart(form).send().await.unwrap();
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        let body: Value = response.json().await.unwrap();
+        body["job_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Polls `GET /jobs/{id}` until the job ends, and returns it.
+    pub async fn wait_for_job(&self, token: &str, job_id: Uuid) -> Value {
+        for _ in 0..600 {
+            let job: Value = self.get(token, &format!("/api/v1/jobs/{job_id}")).await.json().await.unwrap();
+            if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("job {job_id} did not finish within 120 s");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(application) = self.application.take() {
+            application.stop().await;
+        }
+        self.pool.close().await;
+    }
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL ends in /NAME");
+    format!("{base}/{database}")
+}
+
+/// Path of a sample file under `data/samples`.
+pub fn sample(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/samples").join(name)
+}
+
+/// The official `@microsoft/signalr` client, run by `tests/js/hub-client.mjs`, reporting
+/// each event as one JSON line.
+pub struct HubClient {
+    child: Child,
+    lines: mpsc::UnboundedReceiver<Value>,
+    /// Every line `wait_for` has read, matching or not.
+    pub seen: Vec<Value>,
+}
+
+impl HubClient {
+    /// Connects, performs the joins, and waits until the client reports it is ready.
+    pub async fn connect(hub_url: &str, token: &str, tasks: &[Uuid], jobs: &[Uuid]) -> Self {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js/hub-client.mjs");
+        let modules = script.parent().unwrap().join("node_modules/@microsoft/signalr");
+        assert!(modules.exists(), "the SignalR client is not installed; run `npm ci --prefix tests/js`");
+        let mut command = Command::new("node");
+        command.arg(script).args(["--url", hub_url, "--token", token]);
+        for id in tasks {
+            command.args(["--join-task", &id.to_string()]);
+        }
+        for id in jobs {
+            command.args(["--join-job", &id.to_string()]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("running node");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    let _ = sender.send(value);
+                }
+            }
+        });
+        let mut client = Self { child, lines, seen: Vec::new() };
+        client.wait_for(|line| line["event"] == "ready", Duration::from_secs(30)).await;
+        client
+    }
+
+    /// Returns the next line matching `predicate`, failing the test after `timeout`.
+    pub async fn wait_for(&mut self, predicate: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .expect("timed out waiting for a hub client event")
+                .expect("the hub client exited");
+            assert_ne!(line["event"], "error", "hub client reported an error: {line}");
+            self.seen.push(line.clone());
+            if predicate(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Every line received so far that is not yet consumed.
+    pub fn drain(&mut self) -> Vec<Value> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    pub async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
