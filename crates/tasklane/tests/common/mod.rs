@@ -29,6 +29,7 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub prefix: String,
+    database: String,
     application: Option<Application>,
 }
 
@@ -69,6 +70,7 @@ impl TestApp {
             pool,
             client: reqwest::Client::new(),
             prefix,
+            database,
             application: Some(application),
         }
     }
@@ -145,6 +147,11 @@ impl TestApp {
             application.stop().await;
         }
         self.pool.close().await;
+        // A failing test skips this and leaves its database behind for inspection.
+        if let Ok(admin) = PgPool::connect(&server_url()).await {
+            let _ = sqlx::query(&format!("drop database if exists {} with (force)", self.database)).execute(&admin).await;
+            admin.close().await;
+        }
     }
 }
 
