@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(routes::health::routes())
+        .merge(routes::jwks::routes())
         .merge(routes::page::routes())
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))

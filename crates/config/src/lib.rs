@@ -98,8 +98,14 @@ impl NamespaceSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
-    /// HMAC key for access tokens.
-    pub jwt_secret: SecretString,
+    /// Ed25519 private key in PKCS#8 PEM that signs access tokens. When absent, every
+    /// process shares a key generated at first start and stored in PostgreSQL, which suits
+    /// development only because the private key then sits in the database.
+    pub signing_key_pem: Option<SecretString>,
+    /// Ed25519 public keys in SPKI PEM of earlier signing keys, which still verify tokens
+    /// they signed; keep each one for at least `access_token_ttl` after a rotation.
+    #[serde(default)]
+    pub verification_key_pems: Vec<String>,
     pub issuer: String,
     pub audience: String,
     #[serde(with = "humantime_serde")]
@@ -169,7 +175,6 @@ partitions = 4
 prefix = "tasklane"
 
 [auth]
-jwt_secret = "change-me-in-production-this-is-only-for-development"
 issuer = "tasklane"
 audience = "tasklane-api"
 access_token_ttl = "15m"
@@ -227,9 +232,10 @@ mod tests {
 
     #[test]
     fn secrets_do_not_print() {
-        let settings = Settings::with_overrides(serde_json::json!({})).unwrap();
+        let overrides = serde_json::json!({ "auth": { "signing_key_pem": "PRIVATE KEY TEXT" } });
+        let settings = Settings::with_overrides(overrides).unwrap();
         let printed = format!("{settings:?}");
-        assert!(!printed.contains("change-me"), "{printed}");
+        assert!(!printed.contains("PRIVATE KEY TEXT"), "{printed}");
         assert!(!printed.contains("tasklane:tasklane@"), "{printed}");
     }
 }

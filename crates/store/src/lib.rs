@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod notifications;
 pub mod outbox;
 pub mod projects;
+pub mod signing_keys;
 pub mod tasks;
 pub mod uploads;
 

@@ -56,8 +56,9 @@ impl Application {
         let pool = connect_database(&settings).await?;
         tasklane_store::migrate(&pool).await.context("applying migrations")?;
         let cache = Cache::connect(settings.redis.url.expose_secret(), settings.namespace.clone()).await;
+        let keys = crate::token_keys::load(&settings.auth, &pool).await?;
         let tokens = TokenIssuer::new(
-            &settings.auth.jwt_secret,
+            keys,
             &settings.auth.issuer,
             &settings.auth.audience,
             settings.auth.access_token_ttl,

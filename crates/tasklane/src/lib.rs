@@ -6,3 +6,4 @@ pub mod cli;
 pub mod hub_backend;
 pub mod import_client;
 pub mod roles;
+pub mod token_keys;

@@ -117,6 +117,6 @@ async fn login(
 fn issue(state: &AppState, user_id: Uuid, tenant_id: Uuid) -> Result<String, ApiError> {
     state
         .tokens
-        .issue(user_id, tenant_id)
+        .issue(user_id, tenant_id, 0)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))
 }

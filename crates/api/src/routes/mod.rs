@@ -5,6 +5,7 @@ mod comments;
 pub mod health;
 mod imports;
 mod jobs;
+pub mod jwks;
 mod notifications;
 pub mod page;
 mod projects;
