@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use tracing::Instrument;
 use tasklane_bus::kafka::KafkaConsumer;
 use tasklane_cache::Cache;
 use tasklane_domain::EventEnvelope;
@@ -89,6 +90,11 @@ impl BulkWorker {
     }
 
     async fn run_job(&self, job_id: Uuid) -> anyhow::Result<()> {
+        let span = tracing::info_span!("import", %job_id);
+        self.run_job_in_span(job_id).instrument(span).await
+    }
+
+    async fn run_job_in_span(&self, job_id: Uuid) -> anyhow::Result<()> {
         let Some((tenant_id, job)) = jobs::get_any_tenant(&self.pool, job_id).await? else {
             tracing::warn!(%job_id, "job not found, skipped");
             return Ok(());
@@ -99,8 +105,6 @@ impl BulkWorker {
         }
         let params: ImportParams = serde_json::from_value(job.params.clone())?;
         let actor_id = job.created_by.unwrap_or_default();
-        let span = tracing::info_span!("import", %job_id, %tenant_id);
-        let _entered = span.enter();
 
         let mut tx = self.pool.begin().await?;
         jobs::start(&mut tx, tenant_id, job_id, Some(actor_id)).await?;
