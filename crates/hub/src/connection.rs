@@ -1,10 +1,11 @@
-//! State of one client connection shared between its socket tasks and the fan-out: the
+//! State of one client connection shared between its transport and the fan-out: the
 //! bounded outbound queue, group memberships with per-group sequence filtering, and the
 //! signal that closes the connection.
 
 use std::collections::HashMap;
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -16,11 +17,42 @@ use crate::protocol::CloseMessage;
 /// Internal key of a connection in the hub's registries.
 pub(crate) type ConnectionKey = u64;
 
+/// One message for the client, in the transfer format its transport sends it in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Frame {
+    Text(Utf8Bytes),
+    // NOTE: no protocol produces binary frames yet.
+    #[allow(dead_code)]
+    Binary(Bytes),
+}
+
+impl Frame {
+    /// Converts the frame into the bytes that the HTTP transports send.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Frame::Text(text) => Bytes::from(text),
+            Frame::Binary(bytes) => bytes,
+        }
+    }
+}
+
+impl From<String> for Frame {
+    fn from(text: String) -> Self {
+        Frame::Text(Utf8Bytes::from(text))
+    }
+}
+
+impl From<&str> for Frame {
+    fn from(text: &str) -> Self {
+        Frame::Text(Utf8Bytes::from(text))
+    }
+}
+
 /// A relay message encoded once and shared by every recipient.
 #[derive(Clone, Debug)]
 pub(crate) struct OutboundEvent {
     pub seq: i64,
-    pub frame: Utf8Bytes,
+    pub frame: Frame,
 }
 
 /// Membership state of a connection in one group.
@@ -42,12 +74,14 @@ pub(crate) struct Connection {
     /// Public connection id from negotiate, safe to log.
     pub connection_id: String,
     pub principal: Principal,
-    outbound: mpsc::Sender<Utf8Bytes>,
+    outbound: mpsc::Sender<Frame>,
     queue_capacity: usize,
     memberships: Mutex<HashMap<String, Membership>>,
     closing: CancellationToken,
-    /// The `Close` message to send before closing the WebSocket, if any.
+    /// The `Close` message to send before closing the transport, if any.
     close_message: Mutex<Option<CloseMessage>>,
+    /// The error to send as the handshake response before closing, if the handshake failed.
+    handshake_error: Mutex<Option<String>>,
 }
 
 impl Connection {
@@ -57,7 +91,7 @@ impl Connection {
         connection_id: String,
         principal: Principal,
         queue_capacity: usize,
-    ) -> (Self, mpsc::Receiver<Utf8Bytes>) {
+    ) -> (Self, mpsc::Receiver<Frame>) {
         let (outbound, receiver) = mpsc::channel(queue_capacity);
         let connection = Self {
             key,
@@ -68,13 +102,15 @@ impl Connection {
             memberships: Mutex::new(HashMap::new()),
             closing: CancellationToken::new(),
             close_message: Mutex::new(None),
+            handshake_error: Mutex::new(None),
         };
         (connection, receiver)
     }
 
     /// Queues a frame for the writer. A full queue closes the connection, because a client
     /// that reads this slowly would otherwise make the server buffer without bound.
-    pub fn send(&self, frame: Utf8Bytes) -> bool {
+    pub fn send(&self, frame: impl Into<Frame>) -> bool {
+        let frame = frame.into();
         match self.outbound.try_send(frame) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -141,7 +177,7 @@ impl Connection {
     ///
     /// Both happen under the membership lock, so no message of the group can be queued
     /// between the completion and the held-back messages.
-    pub fn finish_join(&self, group: &str, completion: Option<Utf8Bytes>, grant_seq: i64) {
+    pub fn finish_join(&self, group: &str, completion: Option<Frame>, grant_seq: i64) {
         let mut memberships = self.memberships.lock();
         let buffer = match memberships.remove(group) {
             Some(Membership::Joining { buffer, .. }) => buffer,
@@ -153,7 +189,7 @@ impl Connection {
 
     /// Queues the join's error completion and restores the membership that existed before
     /// the join, if any. Returns whether the connection is still a member of `group`.
-    pub fn fail_join(&self, group: &str, completion: Option<Utf8Bytes>) -> bool {
+    pub fn fail_join(&self, group: &str, completion: Option<Frame>) -> bool {
         let mut memberships = self.memberships.lock();
         let Some(Membership::Joining {
             previous_seq,
@@ -185,7 +221,7 @@ impl Connection {
     /// sequence number of the last event queued, or `after_seq` if none was.
     fn send_after_completion(
         &self,
-        completion: Option<Utf8Bytes>,
+        completion: Option<Frame>,
         buffer: Vec<OutboundEvent>,
         after_seq: i64,
     ) -> i64 {
@@ -213,8 +249,8 @@ impl Connection {
         self.memberships.lock().keys().cloned().collect()
     }
 
-    /// Closes the connection: the writer sends `message` (if any) as a `Close` message and
-    /// then closes the WebSocket. Only the first call has an effect.
+    /// Closes the connection: the transport drops the queued frames, sends `message` (if
+    /// any) as a `Close` message and then ends. Only the first call has an effect.
     pub fn close(&self, message: Option<CloseMessage>) {
         let mut close_message = self.close_message.lock();
         if self.closing.is_cancelled() {
@@ -235,6 +271,21 @@ impl Connection {
 
     pub fn close_message(&self) -> Option<CloseMessage> {
         self.close_message.lock().clone()
+    }
+
+    /// Closes the connection after a failed handshake: the transport sends a handshake
+    /// response carrying `error` in place of a `Close` message.
+    pub fn reject_handshake(&self, error: String) {
+        let _close_message = self.close_message.lock();
+        if self.closing.is_cancelled() {
+            return;
+        }
+        *self.handshake_error.lock() = Some(error);
+        self.closing.cancel();
+    }
+
+    pub fn handshake_error(&self) -> Option<String> {
+        self.handshake_error.lock().clone()
     }
 
     fn close_slow_consumer(&self) {
@@ -259,7 +310,7 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
-    fn connection(capacity: usize) -> (Connection, mpsc::Receiver<Utf8Bytes>) {
+    fn connection(capacity: usize) -> (Connection, mpsc::Receiver<Frame>) {
         let principal = Principal {
             user_id: Uuid::nil(),
             tenant_id: Uuid::nil(),
@@ -270,14 +321,17 @@ mod tests {
     fn event(seq: i64) -> OutboundEvent {
         OutboundEvent {
             seq,
-            frame: Utf8Bytes::from(format!("m{seq}")),
+            frame: Frame::from(format!("m{seq}")),
         }
     }
 
-    fn drain(receiver: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
+    fn drain(receiver: &mut mpsc::Receiver<Frame>) -> Vec<String> {
         let mut frames = Vec::new();
         while let Ok(frame) = receiver.try_recv() {
-            frames.push(frame.as_str().to_owned());
+            let Frame::Text(text) = frame else {
+                panic!("expected a text frame, got {frame:?}");
+            };
+            frames.push(text.as_str().to_owned());
         }
         frames
     }
@@ -312,7 +366,7 @@ mod tests {
         for seq in 1..=5 {
             connection.deliver("task:1", &event(seq));
         }
-        connection.finish_join("task:1", Some(Utf8Bytes::from("done")), 3);
+        connection.finish_join("task:1", Some(Frame::from("done")), 3);
         connection.deliver("task:1", &event(5));
         connection.deliver("task:1", &event(6));
 
@@ -326,7 +380,7 @@ mod tests {
 
         connection.begin_join("task:1");
         connection.deliver("task:1", &event(1));
-        let still_member = connection.fail_join("task:1", Some(Utf8Bytes::from("error")));
+        let still_member = connection.fail_join("task:1", Some(Frame::from("error")));
         connection.deliver("task:1", &event(2));
 
         assert!(!still_member);
@@ -343,7 +397,7 @@ mod tests {
         connection.begin_join("task:1");
         connection.deliver("task:1", &event(2));
         connection.deliver("task:1", &event(3));
-        let still_member = connection.fail_join("task:1", Some(Utf8Bytes::from("error")));
+        let still_member = connection.fail_join("task:1", Some(Frame::from("error")));
         connection.deliver("task:1", &event(4));
 
         assert!(still_member);

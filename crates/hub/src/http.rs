@@ -1,8 +1,10 @@
-//! HTTP side of the hub: `POST {path}/negotiate` and the WebSocket upgrade at `{path}`,
-//! following `TransportProtocols.md` in the SignalR specifications.
+//! HTTP side of the hub, following `TransportProtocols.md` in the SignalR specifications:
+//! `POST {path}/negotiate`, and at `{path}` the WebSocket upgrade, the server-sent events
+//! and long polling requests (`GET`), client messages (`POST`) and `DELETE`.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
@@ -13,6 +15,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Principal;
+use crate::http_transport::{self, HttpTransportKind};
 use crate::hub::HubShared;
 use crate::negotiate::{new_connection_id, ClaimError};
 use crate::session;
@@ -26,7 +29,7 @@ pub(crate) fn router(shared: Arc<HubShared>) -> Router {
 
     Router::new()
         .route(&format!("{base}/negotiate"), post(negotiate))
-        .route(connect_path, get(connect))
+        .route(connect_path, get(connect).post(send).delete(delete))
         .with_state(shared)
 }
 
@@ -44,7 +47,7 @@ struct NegotiateResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     connection_token: Option<String>,
     negotiate_version: u32,
-    available_transports: [AvailableTransport; 1],
+    available_transports: [AvailableTransport; 3],
 }
 
 #[derive(Serialize)]
@@ -54,12 +57,22 @@ struct AvailableTransport {
     transfer_formats: [&'static str; 1],
 }
 
-/// WebSockets with text frames is the only transport, because the server speaks only the
-/// JSON hub protocol.
-const WEBSOCKETS_TEXT: AvailableTransport = AvailableTransport {
-    transport: "WebSockets",
-    transfer_formats: ["Text"],
-};
+/// The transports in the client's order of preference. Every one carries only text,
+/// because the server speaks only the JSON hub protocol.
+const AVAILABLE_TRANSPORTS: [AvailableTransport; 3] = [
+    AvailableTransport {
+        transport: "WebSockets",
+        transfer_formats: ["Text"],
+    },
+    AvailableTransport {
+        transport: "ServerSentEvents",
+        transfer_formats: ["Text"],
+    },
+    AvailableTransport {
+        transport: "LongPolling",
+        transfer_formats: ["Text"],
+    },
+];
 
 async fn negotiate(
     State(shared): State<Arc<HubShared>>,
@@ -103,14 +116,14 @@ async fn negotiate(
             connection_id: ids.connection_id,
             connection_token: Some(ids.connection_token),
             negotiate_version: version,
-            available_transports: [WEBSOCKETS_TEXT],
+            available_transports: AVAILABLE_TRANSPORTS,
         }
     } else {
         NegotiateResponse {
             connection_id: ids.connection_token,
             connection_token: None,
             negotiate_version: 0,
-            available_transports: [WEBSOCKETS_TEXT],
+            available_transports: AVAILABLE_TRANSPORTS,
         }
     };
     (
@@ -144,33 +157,48 @@ struct ConnectQuery {
     access_token: Option<String>,
 }
 
+/// `GET {path}`: a WebSocket upgrade, an event stream (`Accept: text/event-stream`), or
+/// else a long polling request.
 async fn connect(
     State(shared): State<Arc<HubShared>>,
     Query(query): Query<ConnectQuery>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if shared.is_shutting_down() {
-        return shutting_down();
-    }
-
     let principal = match authenticate(&shared, &headers, query.access_token.as_deref()).await {
         Ok(principal) => principal,
         Err(response) => return response,
     };
 
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            tracing::debug!(%rejection, "rejected hub request that is not a WebSocket upgrade");
-            let message = "this hub supports only the WebSockets transport: \
-                           send a WebSocket upgrade request";
-            return (StatusCode::BAD_REQUEST, message).into_response();
-        }
+    if let Ok(upgrade) = upgrade {
+        return connect_websocket(shared, query.id, principal, upgrade);
+    }
+    let Some(token) = query.id else {
+        let message = "missing id parameter: only WebSockets may connect without negotiate, \
+                       server-sent events and long polling need the connectionToken from \
+                       negotiate as id";
+        return (StatusCode::BAD_REQUEST, message).into_response();
     };
 
+    if accepts_event_stream(&headers) {
+        open_event_stream(&shared, &token, &principal).await
+    } else {
+        long_poll(&shared, &token, &principal).await
+    }
+}
+
+fn connect_websocket(
+    shared: Arc<HubShared>,
+    token: Option<String>,
+    principal: Principal,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if shared.is_shutting_down() {
+        return shutting_down();
+    }
+
     // Without `id` the client skipped negotiate, which the WebSockets transport allows.
-    let connection_id = match query.id.as_deref() {
+    let connection_id = match token.as_deref() {
         None => new_connection_id(),
         Some(token) => match shared.negotiations.claim(token, &principal) {
             Ok(connection_id) => connection_id,
@@ -181,7 +209,7 @@ async fn connect(
     // Size limits for tungstenite are twice the hub limit, so that a message slightly
     // over the hub limit still arrives whole and gets a `Close` message naming the limit.
     let transport_limit = shared.settings.max_message_size.saturating_mul(2);
-    let failed_token = query.id.clone();
+    let failed_token = token.clone();
     let failed_shared = Arc::clone(&shared);
     let tasks = shared.tasks.clone();
 
@@ -195,14 +223,106 @@ async fn connect(
             }
         })
         .on_upgrade(move |socket| {
-            tasks.track_future(session::run(
+            tasks.track_future(session::run_websocket(
                 shared,
                 socket,
                 principal,
                 connection_id,
-                query.id,
+                token,
             ))
         })
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("text/event-stream"))
+}
+
+async fn open_event_stream(
+    shared: &Arc<HubShared>,
+    token: &str,
+    principal: &Principal,
+) -> Response {
+    if shared.is_shutting_down() {
+        return shutting_down();
+    }
+    let kind = HttpTransportKind::ServerSentEvents;
+    match http_transport::claim(shared, token, principal, kind) {
+        Ok((http, true)) => http_transport::event_stream(http).await,
+        Ok((_, false)) => claim_rejected(ClaimError::AlreadyConnected, principal),
+        Err(error) => claim_rejected(error, principal),
+    }
+}
+
+async fn long_poll(shared: &Arc<HubShared>, token: &str, principal: &Principal) -> Response {
+    let kind = HttpTransportKind::LongPolling;
+    // Polls of a running connection continue during shutdown, to fetch its `Close` message.
+    if shared.is_shutting_down()
+        && shared
+            .negotiations
+            .http_connection(token, principal)
+            .is_err()
+    {
+        return shutting_down();
+    }
+    match http_transport::claim(shared, token, principal, kind) {
+        Ok((http, first_poll)) => http_transport::poll(shared, http, first_poll).await,
+        Err(error) => claim_rejected(error, principal),
+    }
+}
+
+#[derive(Deserialize)]
+struct HttpTransportQuery {
+    id: Option<String>,
+    access_token: Option<String>,
+}
+
+/// `POST {path}?id=...`: messages from a server-sent events or long polling client.
+async fn send(
+    State(shared): State<Arc<HubShared>>,
+    Query(query): Query<HttpTransportQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let http = match find_http_connection(&shared, &query, &headers).await {
+        Ok(http) => http,
+        Err(response) => return response,
+    };
+    // Twice the hub limit, like the WebSocket limit, so the session can close the
+    // connection with a `Close` message that names the hub limit.
+    let max_len = shared.settings.max_message_size.saturating_mul(2);
+    http_transport::receive(&http, body, max_len).await
+}
+
+/// `DELETE {path}?id=...`: ends a server-sent events or long polling connection.
+async fn delete(
+    State(shared): State<Arc<HubShared>>,
+    Query(query): Query<HttpTransportQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match find_http_connection(&shared, &query, &headers).await {
+        Ok(http) => http_transport::delete(&http),
+        Err(response) => response,
+    }
+}
+
+async fn find_http_connection(
+    shared: &HubShared,
+    query: &HttpTransportQuery,
+    headers: &HeaderMap,
+) -> Result<Arc<http_transport::HttpConnection>, Response> {
+    let principal = authenticate(shared, headers, query.access_token.as_deref()).await?;
+    let Some(token) = query.id.as_deref() else {
+        let message = "missing id parameter: send the connectionToken from negotiate as id";
+        return Err((StatusCode::BAD_REQUEST, message).into_response());
+    };
+    shared
+        .negotiations
+        .http_connection(token, &principal)
+        .map_err(|error| claim_rejected(error, &principal))
 }
 
 fn claim_rejected(error: ClaimError, principal: &Principal) -> Response {
@@ -225,7 +345,17 @@ fn claim_rejected(error: ClaimError, principal: &Principal) -> Response {
         }
         ClaimError::AlreadyConnected => (
             StatusCode::CONFLICT,
-            "this connection already has a WebSocket",
+            "this connection already has a WebSocket or an event stream",
+        )
+            .into_response(),
+        ClaimError::OtherTransport => (
+            StatusCode::BAD_REQUEST,
+            "this connection uses another transport: a connection cannot change transports",
+        )
+            .into_response(),
+        ClaimError::NotStarted => (
+            StatusCode::BAD_REQUEST,
+            "this connection has no transport yet: open the event stream or poll first",
         )
             .into_response(),
     }

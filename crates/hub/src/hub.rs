@@ -4,13 +4,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{HubBackend, HubMessage};
-use crate::connection::{Connection, ConnectionKey, OutboundEvent};
+use crate::connection::{Connection, ConnectionKey, Frame, OutboundEvent};
 use crate::groups::GroupRegistry;
 use crate::negotiate::Negotiations;
 use crate::protocol::{encode_hub_message, CloseMessage};
@@ -83,7 +82,7 @@ impl Hub {
             .for_each_member(&message.group, |connection| {
                 let event = event.get_or_insert_with(|| OutboundEvent {
                     seq: message.seq,
-                    frame: Utf8Bytes::from(encode_hub_message(message)),
+                    frame: Frame::from(encode_hub_message(message)),
                 });
                 connection.deliver(&message.group, event);
                 recipients += 1;

@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::backend::{JoinError, JoinTarget};
-use crate::connection::Connection;
+use crate::connection::{Connection, Frame};
 use crate::hub::HubShared;
 use crate::protocol::{encode_completion_error, encode_completion_result, Invocation};
 
@@ -105,7 +104,7 @@ async fn join(
             "seq": grant.seq,
             "snapshot": grant.snapshot,
         });
-        Utf8Bytes::from(encode_completion_result(id, &result))
+        Frame::from(encode_completion_result(id, &result))
     });
     connection.finish_join(&group, completion, grant.seq);
     tracing::debug!(%group, seq = grant.seq, "hub join completed");
@@ -120,7 +119,7 @@ fn fail_join(
     group: &str,
     error: &str,
 ) {
-    let completion = invocation_id.map(|id| Utf8Bytes::from(encode_completion_error(id, error)));
+    let completion = invocation_id.map(|id| Frame::from(encode_completion_error(id, error)));
     if !connection.fail_join(group, completion) {
         shared.groups.remove(group, connection.key);
     }
@@ -128,7 +127,7 @@ fn fail_join(
 
 fn complete_with_error(connection: &Connection, invocation_id: Option<&str>, error: &str) {
     if let Some(id) = invocation_id {
-        connection.send(encode_completion_error(id, error).into());
+        connection.send(encode_completion_error(id, error));
     }
 }
 

@@ -2,37 +2,48 @@
 //! dotnet/aspnetcore (`src/SignalR/docs/specs/HubProtocol.md` and `TransportProtocols.md`).
 //!
 //! What it implements:
-//! - `POST {path}/negotiate`, negotiate versions 0 and 1. It offers only the WebSockets
-//!   transport with text frames.
+//! - `POST {path}/negotiate`, negotiate versions 0 and 1. It offers WebSockets,
+//!   server-sent events and long polling, each with the text transfer format.
 //! - The WebSockets transport at `{path}?id=<connectionToken>`, or without `id` for
 //!   clients that skip negotiate. An unknown id gets 404, a second WebSocket for the same
 //!   id gets 409, and an id negotiated by another user gets 403.
+//! - Server-sent events (`GET {path}?id=...` with `Accept: text/event-stream`) and long
+//!   polling (any other `GET {path}?id=...`), each paired with `POST {path}?id=...` for
+//!   the client's messages. An unknown id gets 404, a `POST` that overlaps another gets
+//!   409, a second event stream gets 409, and a poll replaced by a newer poll returns 204.
+//!   The first poll of a connection returns at once with no data, and a poll with nothing
+//!   to return ends after [`HubSettings::long_poll_timeout`] with an empty 200.
+//!   `DELETE {path}?id=...` ends the connection, and its waiting poll returns 204. A long
+//!   polling client that sends no poll for [`HubSettings::client_timeout`] is closed.
 //! - The JSON hub protocol, version 1. Clients may invoke `JoinTask(taskId)` and
 //!   `JoinJob(jobId)`. The server invokes `taskUpdated`, `notification` and `jobProgress`
 //!   on the client with one envelope argument
 //!   `{"event_id", "group", "seq", "type", "data"}`.
 //!
 //! Clients authenticate with a bearer token, from the `Authorization` header or the
-//! `access_token` query parameter. The token is checked at negotiate and again at connect,
-//! and the connect must come from the user who negotiated.
+//! `access_token` query parameter. The token is checked at negotiate and again on every
+//! transport request, which must come from the user who negotiated.
 //!
 //! Every connection joins `user:{user_id}` and `tenant:{tenant_id}` when it connects.
 //! A join waits for [`HubBackend::join`] to read the group's sequence number and snapshot,
 //! and holds back the group's messages meanwhile. Afterwards the client receives exactly
 //! the messages with a greater sequence number, each once.
 //!
-//! NOTE: Server-sent events, long polling, MessagePack and stateful reconnect are not
-//! implemented. Groups are local to the process, so running several server processes
-//! requires every process to receive every relay message.
+//! NOTE: MessagePack and stateful reconnect are not implemented. Groups and HTTP transport
+//! connections are local to the process, so running several server processes requires
+//! every process to receive every relay message, and server-sent events and long polling
+//! need sticky sessions.
 
 mod backend;
 mod connection;
 mod framing;
 mod groups;
 mod http;
+mod http_transport;
 mod hub;
 mod invocation;
 mod negotiate;
+mod outbound;
 mod protocol;
 mod session;
 mod settings;

@@ -1,7 +1,9 @@
 //! Connections created by `POST {path}/negotiate` and not yet finished: the secret
-//! connection token the client presents as `id`, and the principal it was issued to.
+//! connection token the client presents as `id`, the principal it was issued to, and the
+//! transport that claimed it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -10,6 +12,7 @@ use rand::rngs::OsRng;
 use rand::RngCore as _;
 
 use crate::backend::Principal;
+use crate::http_transport::{HttpConnection, HttpTransportKind};
 
 /// Random bytes in a connection token: 256 bits, too many to guess.
 const TOKEN_BYTES: usize = 32;
@@ -41,13 +44,32 @@ pub(crate) struct NegotiatedIds {
 pub(crate) enum ClaimError {
     NotFound,
     OtherPrincipal,
+    /// A second WebSocket or a second event stream for the same token.
     AlreadyConnected,
+    /// The token is bound to a different transport.
+    OtherTransport,
+    /// A send or delete for a token whose HTTP transport has not started yet.
+    NotStarted,
+}
+
+/// The transport a negotiated connection uses, once it has started.
+enum Binding {
+    Unclaimed,
+    WebSocket,
+    Http(Arc<HttpConnection>),
 }
 
 struct Negotiation {
     connection_id: String,
     principal: Principal,
-    connected: bool,
+    binding: Binding,
+}
+
+/// A successful [`Negotiations::claim_http`].
+pub(crate) struct HttpClaim {
+    pub connection: Arc<HttpConnection>,
+    /// True when this request started the transport.
+    pub created: bool,
 }
 
 #[derive(Default)]
@@ -64,7 +86,7 @@ impl Negotiations {
         let negotiation = Negotiation {
             connection_id: ids.connection_id.clone(),
             principal,
-            connected: false,
+            binding: Binding::Unclaimed,
         };
         self.by_token
             .lock()
@@ -72,19 +94,61 @@ impl Negotiations {
         ids
     }
 
-    /// Marks the token as connected and returns its connection id. A token can be
+    /// Binds the token to a WebSocket and returns its connection id. A token can be
     /// claimed once, and only by the principal it was issued to.
     pub fn claim(&self, token: &str, principal: &Principal) -> Result<String, ClaimError> {
         let mut by_token = self.by_token.lock();
-        let negotiation = by_token.get_mut(token).ok_or(ClaimError::NotFound)?;
-        if negotiation.principal != *principal {
-            return Err(ClaimError::OtherPrincipal);
+        let negotiation = owned_negotiation(&mut by_token, token, principal)?;
+        match negotiation.binding {
+            Binding::Unclaimed => {}
+            Binding::WebSocket => return Err(ClaimError::AlreadyConnected),
+            Binding::Http(_) => return Err(ClaimError::OtherTransport),
         }
-        if negotiation.connected {
-            return Err(ClaimError::AlreadyConnected);
-        }
-        negotiation.connected = true;
+        negotiation.binding = Binding::WebSocket;
         Ok(negotiation.connection_id.clone())
+    }
+
+    /// Returns the token's HTTP transport of `kind`, starting it with `create` (called
+    /// with the connection id) if the token is still unclaimed.
+    pub fn claim_http(
+        &self,
+        token: &str,
+        principal: &Principal,
+        kind: HttpTransportKind,
+        create: impl FnOnce(&str) -> Arc<HttpConnection>,
+    ) -> Result<HttpClaim, ClaimError> {
+        let mut by_token = self.by_token.lock();
+        let negotiation = owned_negotiation(&mut by_token, token, principal)?;
+        match &negotiation.binding {
+            Binding::Unclaimed => {
+                let connection = create(&negotiation.connection_id);
+                negotiation.binding = Binding::Http(Arc::clone(&connection));
+                Ok(HttpClaim {
+                    connection,
+                    created: true,
+                })
+            }
+            Binding::Http(connection) if connection.kind == kind => Ok(HttpClaim {
+                connection: Arc::clone(connection),
+                created: false,
+            }),
+            Binding::WebSocket | Binding::Http(_) => Err(ClaimError::OtherTransport),
+        }
+    }
+
+    /// Returns the token's started HTTP transport, for sends and deletes.
+    pub fn http_connection(
+        &self,
+        token: &str,
+        principal: &Principal,
+    ) -> Result<Arc<HttpConnection>, ClaimError> {
+        let mut by_token = self.by_token.lock();
+        let negotiation = owned_negotiation(&mut by_token, token, principal)?;
+        match &negotiation.binding {
+            Binding::Http(connection) => Ok(Arc::clone(connection)),
+            Binding::Unclaimed => Err(ClaimError::NotStarted),
+            Binding::WebSocket => Err(ClaimError::OtherTransport),
+        }
     }
 
     /// Forgets the token, so later connects with it get 404.
@@ -97,7 +161,7 @@ impl Negotiations {
         let mut by_token = self.by_token.lock();
         let unclaimed = by_token
             .get(token)
-            .is_some_and(|negotiation| !negotiation.connected);
+            .is_some_and(|negotiation| matches!(negotiation.binding, Binding::Unclaimed));
         if unclaimed {
             by_token.remove(token);
         }
@@ -108,6 +172,18 @@ impl Negotiations {
     pub fn len(&self) -> usize {
         self.by_token.lock().len()
     }
+}
+
+fn owned_negotiation<'a>(
+    by_token: &'a mut HashMap<String, Negotiation>,
+    token: &str,
+    principal: &Principal,
+) -> Result<&'a mut Negotiation, ClaimError> {
+    let negotiation = by_token.get_mut(token).ok_or(ClaimError::NotFound)?;
+    if negotiation.principal != *principal {
+        return Err(ClaimError::OtherPrincipal);
+    }
+    Ok(negotiation)
 }
 
 #[cfg(test)]

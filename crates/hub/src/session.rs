@@ -1,116 +1,178 @@
-//! The life of one WebSocket connection: handshake, then a reader loop in this task and a
-//! writer task that owns the socket's sending half.
+//! The life of one hub connection on any transport: the handshake, then a loop that reads
+//! the client's records and runs them. The transport owns the writing side: a writer task
+//! for WebSockets, the response stream for server-sent events, the polls for long polling.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures::stream::SplitSink;
+use bytes::Bytes;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::timeout;
 use tracing::Instrument as _;
 
 use crate::backend::Principal;
-use crate::connection::Connection;
-use crate::framing::{FramingError, RecordReader};
+use crate::connection::{Connection, Frame};
+use crate::framing::{FramingError, RecordReader, RECORD_SEPARATOR};
+use crate::http_transport::HttpInbound;
 use crate::hub::HubShared;
 use crate::invocation;
+use crate::outbound::OutboundPump;
 use crate::protocol::{
-    encode_completion_error, encode_handshake_response, encode_ping, parse_client_message,
-    parse_handshake, ClientMessage, CloseMessage,
+    encode_completion_error, encode_handshake_response, parse_client_message, parse_handshake,
+    ClientMessage, CloseMessage,
 };
 
 /// How long a closing connection may take to write its last frames. A client that stops
 /// reading can block the writer on a full TCP buffer, so the writer is aborted after this.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs a connection from the WebSocket upgrade until it closes.
-pub(crate) async fn run(
+/// The source of a connection's client messages.
+pub(crate) enum Inbound {
+    WebSocket(SplitStream<WebSocket>),
+    /// Bodies of `POST {path}?id=...` requests, for server-sent events and long polling.
+    Http(HttpInbound),
+}
+
+/// The next thing a transport read from the client.
+pub(crate) enum InboundEvent {
+    /// Message bytes. `binary` is true only for binary WebSocket messages.
+    Data { bytes: Bytes, binary: bool },
+    /// A WebSocket ping or pong, which counts as activity for the client timeout.
+    Activity,
+    /// The client ended the transport.
+    Ended,
+    /// The transport failed. The text goes into the `Close` message's error.
+    Failed(String),
+    /// The client showed no sign of life within the client timeout.
+    TimedOut,
+}
+
+impl Inbound {
+    async fn next(&mut self, client_timeout: Duration) -> InboundEvent {
+        match self {
+            Inbound::WebSocket(stream) => next_websocket_event(stream, client_timeout).await,
+            Inbound::Http(inbound) => inbound.next(client_timeout).await,
+        }
+    }
+}
+
+async fn next_websocket_event(
+    stream: &mut SplitStream<WebSocket>,
+    client_timeout: Duration,
+) -> InboundEvent {
+    match timeout(client_timeout, stream.next()).await {
+        Err(_elapsed) => InboundEvent::TimedOut,
+        Ok(None | Some(Ok(Message::Close(_)))) => InboundEvent::Ended,
+        Ok(Some(Err(error))) => {
+            tracing::debug!(%error, "hub WebSocket read failed");
+            InboundEvent::Failed(format!("invalid WebSocket message: {error}"))
+        }
+        Ok(Some(Ok(Message::Text(text)))) => InboundEvent::Data {
+            bytes: Bytes::from(text),
+            binary: false,
+        },
+        Ok(Some(Ok(Message::Binary(bytes)))) => InboundEvent::Data {
+            bytes,
+            binary: true,
+        },
+        Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => InboundEvent::Activity,
+    }
+}
+
+/// Runs a WebSocket connection from the upgrade until it closes.
+pub(crate) async fn run_websocket(
     shared: Arc<HubShared>,
     socket: WebSocket,
     principal: Principal,
     connection_id: String,
     token: Option<String>,
 ) {
-    let span = tracing::info_span!(
-        "hub_connection",
-        connection_id = %connection_id,
-        user_id = %principal.user_id
+    let span = connection_span(&connection_id, &principal, "websockets");
+    let key = shared.next_connection_key();
+    let (connection, outbound) = Connection::new(
+        key,
+        connection_id,
+        principal,
+        shared.settings.outbound_queue_capacity,
     );
-    let mut cleanup = Cleanup {
+    let connection = Arc::new(connection);
+    let cleanup = Cleanup {
         shared: Arc::clone(&shared),
         token,
-        connection: None,
+        connection: Arc::clone(&connection),
     };
-    run_connection(shared, socket, principal, connection_id, &mut cleanup)
-        .instrument(span)
-        .await;
+
+    let (sink, stream) = socket.split();
+    let pump = OutboundPump::new(
+        outbound,
+        Arc::clone(&connection),
+        Some(shared.settings.keep_alive_interval),
+    );
+    let writer =
+        tokio::spawn(write_websocket(sink, pump, Arc::clone(&connection)).instrument(span.clone()));
+
+    async move {
+        run(&shared, &connection, Inbound::WebSocket(stream)).await;
+        finish_writer(writer).await;
+        drop(cleanup);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Creates the span that every log line of one connection is recorded in.
+pub(crate) fn connection_span(
+    connection_id: &str,
+    principal: &Principal,
+    transport: &'static str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "hub_connection",
+        connection_id = %connection_id,
+        user_id = %principal.user_id,
+        transport
+    )
 }
 
 /// Releases the connection token and unregisters the connection, also when the connection
 /// task panics.
-struct Cleanup {
-    shared: Arc<HubShared>,
-    token: Option<String>,
-    connection: Option<Arc<Connection>>,
+pub(crate) struct Cleanup {
+    pub shared: Arc<HubShared>,
+    pub token: Option<String>,
+    pub connection: Arc<Connection>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(connection) = &self.connection {
-            connection.close(None);
-            self.shared.unregister(connection);
-        }
+        self.connection.close(None);
+        self.shared.unregister(&self.connection);
         if let Some(token) = &self.token {
             self.shared.negotiations.remove(token);
         }
     }
 }
 
-async fn run_connection(
-    shared: Arc<HubShared>,
-    mut socket: WebSocket,
-    principal: Principal,
-    connection_id: String,
-    cleanup: &mut Cleanup,
-) {
+/// Runs the handshake and then the client's messages until the connection closes. Returns
+/// once the connection is closed; the transport then sends the final frame.
+pub(crate) async fn run(shared: &HubShared, connection: &Arc<Connection>, mut inbound: Inbound) {
     let settings = &shared.settings;
     let mut reader = RecordReader::new(settings.max_message_size);
 
-    let Some(leftover) = accept_handshake(&shared, &mut socket, &mut reader).await else {
-        return;
-    };
-
-    let key = shared.next_connection_key();
-    let (connection, outbound) = Connection::new(
-        key,
-        connection_id,
-        principal,
-        settings.outbound_queue_capacity,
-    );
-    let connection = Arc::new(connection);
-    shared.register(&connection);
-    cleanup.connection = Some(Arc::clone(&connection));
-    tracing::info!("hub connection opened");
-
-    let (sink, stream) = socket.split();
-    let writer = tokio::spawn(
-        write_loop(
-            sink,
-            outbound,
-            Arc::clone(&connection),
-            settings.keep_alive_interval,
-        )
-        .in_current_span(),
-    );
-
-    if handle_records(&shared, &connection, leftover).await {
-        read_loop(&shared, &connection, stream, reader).await;
+    if let Some(leftover) = accept_handshake(shared, connection, &mut inbound).await {
+        shared.register(connection);
+        tracing::info!("hub connection opened");
+        if handle_data(shared, connection, &mut reader, &leftover).await {
+            read_loop(shared, connection, inbound, reader).await;
+        }
     }
 
     connection.close(None);
-    finish_writer(writer).await;
+    if let Some(error) = connection.handshake_error() {
+        tracing::debug!(%error, "hub handshake rejected");
+        return;
+    }
     match connection.close_message() {
         Some(CloseMessage {
             error: Some(error), ..
@@ -120,44 +182,37 @@ async fn run_connection(
     }
 }
 
-/// Reads the handshake request and sends the handshake response. Returns the records that followed the handshake
-/// request, or `None` when the connection must end.
+/// Reads the handshake request and queues the handshake response. Returns the bytes that
+/// followed the handshake request, or `None` when the connection must end.
 async fn accept_handshake(
     shared: &HubShared,
-    socket: &mut WebSocket,
-    reader: &mut RecordReader,
-) -> Option<Vec<String>> {
+    connection: &Connection,
+    inbound: &mut Inbound,
+) -> Option<Bytes> {
     let settings = &shared.settings;
     let handshake = tokio::select! {
-        () = shared.shutdown.cancelled() => {
-            close_socket(socket).await;
-            return None;
-        }
+        () = shared.shutdown.cancelled() => return None,
+        () = connection.closed() => return None,
         handshake = timeout(
             settings.handshake_timeout,
-            read_handshake(socket, reader),
+            read_handshake(inbound, settings.max_message_size, settings.client_timeout),
         ) => handshake,
     };
-    let leftover = match handshake {
+    match handshake {
         Err(_elapsed) => {
             tracing::debug!(timeout = ?settings.handshake_timeout, "hub handshake timed out");
-            close_socket(socket).await;
-            return None;
+            None
         }
-        Ok(Err(HandshakeFailure::Disconnected)) => return None,
+        Ok(Err(HandshakeFailure::Disconnected)) => None,
         Ok(Err(HandshakeFailure::Rejected(error))) => {
-            tracing::debug!(%error, "hub handshake rejected");
-            let response = encode_handshake_response(Some(&error));
-            let _ = socket.send(Message::Text(response.into())).await;
-            close_socket(socket).await;
-            return None;
+            connection.reject_handshake(error);
+            None
         }
-        Ok(Ok(leftover)) => leftover,
-    };
-
-    let response = encode_handshake_response(None);
-    socket.send(Message::Text(response.into())).await.ok()?;
-    Some(leftover)
+        Ok(Ok(leftover)) => {
+            connection.send(encode_handshake_response(None));
+            Some(leftover)
+        }
+    }
 }
 
 enum HandshakeFailure {
@@ -166,58 +221,61 @@ enum HandshakeFailure {
     Rejected(String),
 }
 
-/// Reads until the first record, checks it as a handshake request, and returns the records
-/// that followed it in the same WebSocket message.
+/// Reads until the first record separator, checks what precedes it as a handshake request,
+/// and returns the bytes that followed it.
+///
+/// The handshake request is JSON text whatever the hub protocol, so it is read as bytes:
+/// a client may send it in a binary WebSocket message when it intends a binary protocol.
 async fn read_handshake(
-    socket: &mut WebSocket,
-    reader: &mut RecordReader,
-) -> Result<Vec<String>, HandshakeFailure> {
+    inbound: &mut Inbound,
+    max_len: usize,
+    client_timeout: Duration,
+) -> Result<Bytes, HandshakeFailure> {
+    let mut buffer: Vec<u8> = Vec::new();
     loop {
-        let text = match socket.recv().await {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {
+        let bytes = match inbound.next(client_timeout).await {
+            InboundEvent::Data { bytes, .. } => bytes,
+            InboundEvent::Activity => continue,
+            InboundEvent::Ended | InboundEvent::Failed(_) | InboundEvent::TimedOut => {
                 return Err(HandshakeFailure::Disconnected)
             }
-            Some(Ok(Message::Text(text))) => text.as_str().to_owned(),
-            // The handshake is always JSON text, but a client may send it as a binary
-            // frame when it intends a binary protocol.
-            Some(Ok(Message::Binary(bytes))) => {
-                String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    HandshakeFailure::Rejected("Handshake request is not valid UTF-8.".to_owned())
-                })?
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
         };
+        buffer.extend_from_slice(&bytes);
 
-        let mut records = reader
-            .push(&text)
-            .map_err(|error| HandshakeFailure::Rejected(error.to_string()))?;
-        if records.is_empty() {
+        let separator = RECORD_SEPARATOR as u8;
+        let Some(end) = buffer.iter().position(|&byte| byte == separator) else {
+            if buffer.len() > max_len {
+                let error = FramingError::MessageTooLarge { max: max_len };
+                return Err(HandshakeFailure::Rejected(error.to_string()));
+            }
             continue;
-        }
-        let handshake = records.remove(0);
-        parse_handshake(&handshake).map_err(HandshakeFailure::Rejected)?;
-        return Ok(records);
+        };
+        let request = std::str::from_utf8(&buffer[..end]).map_err(|_| {
+            HandshakeFailure::Rejected("Handshake request is not valid UTF-8.".to_owned())
+        })?;
+        parse_handshake(request).map_err(HandshakeFailure::Rejected)?;
+        return Ok(Bytes::copy_from_slice(&buffer[end + 1..]));
     }
 }
 
-/// Reads WebSocket messages until the client leaves, breaks the protocol, stays silent
+/// Reads the client's messages until the client leaves, breaks the protocol, stays silent
 /// longer than the client timeout, or the connection is closed from elsewhere.
 async fn read_loop(
     shared: &HubShared,
     connection: &Arc<Connection>,
-    mut stream: futures::stream::SplitStream<WebSocket>,
+    mut inbound: Inbound,
     mut reader: RecordReader,
 ) {
     let settings = &shared.settings;
     loop {
-        let next = tokio::select! {
+        let event = tokio::select! {
             biased;
             () = connection.closed() => return,
-            next = timeout(settings.client_timeout, stream.next()) => next,
+            event = inbound.next(settings.client_timeout) => event,
         };
 
-        let message = match next {
-            Err(_elapsed) => {
+        let (bytes, binary) = match event {
+            InboundEvent::TimedOut => {
                 tracing::info!(timeout = ?settings.client_timeout, "hub client timed out");
                 connection.close(Some(CloseMessage::reconnectable(Some(format!(
                     "no message received from the client within {:?}",
@@ -225,49 +283,56 @@ async fn read_loop(
                 )))));
                 return;
             }
-            Ok(None) => return,
-            Ok(Some(Err(error))) => {
-                tracing::debug!(%error, "hub WebSocket read failed");
-                connection.close(Some(CloseMessage::error(format!(
-                    "invalid WebSocket message: {error}"
-                ))));
+            InboundEvent::Ended => return,
+            InboundEvent::Failed(error) => {
+                connection.close(Some(CloseMessage::error(error)));
                 return;
             }
-            Ok(Some(Ok(message))) => message,
+            InboundEvent::Activity => continue,
+            InboundEvent::Data { bytes, binary } => (bytes, binary),
         };
 
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                protocol_error(
-                    connection,
-                    "binary WebSocket messages are not supported by the json hub protocol",
-                );
-                return;
-            }
-            // Control frames count as activity for the client timeout.
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return,
-        };
-
-        if text.len() > settings.max_message_size {
-            let error = FramingError::MessageTooLarge {
-                max: settings.max_message_size,
-            };
-            protocol_error(connection, &error.to_string());
+        if binary {
+            protocol_error(
+                connection,
+                "binary WebSocket messages are not supported by the json hub protocol",
+            );
             return;
         }
-        let records = match reader.push(text.as_str()) {
-            Ok(records) => records,
-            Err(error) => {
-                protocol_error(connection, &error.to_string());
-                return;
-            }
-        };
-        if !handle_records(shared, connection, records).await {
+        if !handle_data(shared, connection, &mut reader, &bytes).await {
             return;
         }
     }
+}
+
+/// Splits `bytes` into records and runs them. Returns false when the connection must stop
+/// reading.
+async fn handle_data(
+    shared: &HubShared,
+    connection: &Arc<Connection>,
+    reader: &mut RecordReader,
+    bytes: &[u8],
+) -> bool {
+    let max = shared.settings.max_message_size;
+    if bytes.len() > max {
+        protocol_error(
+            connection,
+            &FramingError::MessageTooLarge { max }.to_string(),
+        );
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        protocol_error(connection, "hub message is not valid UTF-8");
+        return false;
+    };
+    let records = match reader.push(text) {
+        Ok(records) => records,
+        Err(error) => {
+            protocol_error(connection, &error.to_string());
+            return false;
+        }
+    };
+    handle_records(shared, connection, records).await
 }
 
 /// Handles complete records in order. Returns false when the connection must stop reading.
@@ -299,7 +364,7 @@ async fn handle_records(
                     invocation.target
                 );
                 if let Some(id) = &invocation.invocation_id {
-                    connection.send(encode_completion_error(id, &error).into());
+                    connection.send(encode_completion_error(id, &error));
                 }
             }
             // Invocations run to completion before the next message is read, so there is
@@ -330,39 +395,24 @@ fn protocol_error(connection: &Connection, error: &str) {
     connection.close(Some(CloseMessage::error(error)));
 }
 
-/// Writes queued frames in order, sends a ping when nothing else was sent for
-/// `keep_alive`, and on close sends the `Close` message and a WebSocket close frame.
-async fn write_loop(
+/// Writes the connection's frames to the WebSocket until the final frame, then closes it.
+async fn write_websocket(
     mut sink: SplitSink<WebSocket, Message>,
-    mut outbound: mpsc::Receiver<Utf8Bytes>,
+    mut pump: OutboundPump,
     connection: Arc<Connection>,
-    keep_alive: Duration,
 ) {
-    let ping = Utf8Bytes::from(encode_ping());
-    let mut ping_at = Instant::now() + keep_alive;
-
-    loop {
-        let frame = tokio::select! {
-            biased;
-            () = connection.closed() => break,
-            frame = outbound.recv() => match frame {
-                Some(frame) => frame,
-                None => break,
-            },
-            () = sleep_until(ping_at) => ping.clone(),
+    while let Some(frame) = pump.next().await {
+        let message = match frame {
+            Frame::Text(text) => Message::Text(text),
+            Frame::Binary(bytes) => Message::Binary(bytes),
         };
-
-        if let Err(error) = sink.send(Message::Text(frame)).await {
+        if let Err(error) = sink.send(message).await {
             tracing::debug!(%error, "hub WebSocket write failed");
             connection.close(None);
             return;
         }
-        ping_at = Instant::now() + keep_alive;
     }
 
-    if let Some(close) = connection.close_message() {
-        let _ = sink.send(Message::Text(close.encode().into())).await;
-    }
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
             code: close_code::NORMAL,
@@ -381,13 +431,4 @@ async fn finish_writer(mut writer: tokio::task::JoinHandle<()>) {
             writer.abort();
         }
     }
-}
-
-/// Closes a socket before the writer task exists, bounded by [`CLOSE_TIMEOUT`].
-async fn close_socket(socket: &mut WebSocket) {
-    let frame = Message::Close(Some(CloseFrame {
-        code: close_code::NORMAL,
-        reason: Utf8Bytes::default(),
-    }));
-    let _ = timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
 }

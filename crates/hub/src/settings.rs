@@ -15,9 +15,13 @@ pub struct HubSettings {
     pub client_timeout: Duration,
     /// Maximum time between the WebSocket upgrade and a complete handshake request.
     pub handshake_timeout: Duration,
-    /// How long a negotiated connection token stays valid before its WebSocket connects.
+    /// How long a negotiated connection token stays valid before its transport starts.
     pub negotiate_timeout: Duration,
-    /// Maximum size in bytes of one incoming WebSocket message and of one hub message.
+    /// How long a long polling request waits for messages before it returns empty. The
+    /// official JavaScript client aborts a poll after 100 s, so keep this below that.
+    pub long_poll_timeout: Duration,
+    /// Maximum size in bytes of one incoming WebSocket message or `POST` body, and of one
+    /// hub message.
     pub max_message_size: usize,
     /// Capacity, in messages, of each connection's outbound queue. A client that falls
     /// this far behind is disconnected instead of buffering without bound.
@@ -43,6 +47,7 @@ impl HubSettings {
             ("client_timeout", self.client_timeout),
             ("handshake_timeout", self.handshake_timeout),
             ("negotiate_timeout", self.negotiate_timeout),
+            ("long_poll_timeout", self.long_poll_timeout),
         ];
         for (name, duration) in durations {
             if duration.is_zero() {
@@ -67,6 +72,7 @@ impl Default for HubSettings {
             client_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(15),
             negotiate_timeout: Duration::from_secs(15),
+            long_poll_timeout: Duration::from_secs(90),
             max_message_size: 64 * 1024,
             outbound_queue_capacity: 1024,
         }

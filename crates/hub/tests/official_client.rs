@@ -131,6 +131,22 @@ async fn messages_until_sentinel(client: &mut NodeClient) -> Vec<Value> {
 // in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_joins_and_receives_ordered_events() {
+    joins_and_receives_ordered_events("websockets").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_over_server_sent_events() {
+    joins_and_receives_ordered_events("serversentevents").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_over_long_polling() {
+    joins_and_receives_ordered_events("longpolling").await;
+}
+
+/// Joins a task, a job and an unknown task with the official client on `transport`, then
+/// checks that exactly the messages after each grant arrive, in order.
+async fn joins_and_receives_ordered_events(transport: &str) {
     let server = TestServer::start().await;
     let user = principal();
     let task_id = server
@@ -141,6 +157,8 @@ async fn official_client_joins_and_receives_ordered_events() {
         .add_job(user.tenant_id, 0, json!({"state": "running"}));
     let unknown_task = Uuid::new_v4();
     let args = [
+        "--transport".to_owned(),
+        transport.to_owned(),
         "--join-task".to_owned(),
         task_id.to_string(),
         "--join-job".to_owned(),
@@ -276,9 +294,24 @@ async fn official_client_reports_rejected_token() {
 
 #[tokio::test]
 async fn official_client_sees_shutdown_close() {
+    sees_shutdown_close("websockets").await;
+}
+
+#[tokio::test]
+async fn official_client_sees_shutdown_close_over_server_sent_events() {
+    sees_shutdown_close("serversentevents").await;
+}
+
+#[tokio::test]
+async fn official_client_sees_shutdown_close_over_long_polling() {
+    sees_shutdown_close("longpolling").await;
+}
+
+async fn sees_shutdown_close(transport: &str) {
     let server = TestServer::start().await;
     let user = principal();
-    let mut client = NodeClient::spawn(&server.http_url(), &token_for(&user), &[]).await;
+    let args = ["--transport".to_owned(), transport.to_owned()];
+    let mut client = NodeClient::spawn(&server.http_url(), &token_for(&user), &args).await;
     client.events_until("ready").await;
 
     tokio::time::timeout(WAIT, server.hub.shutdown())

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tasklane_hub::HubSettings;
 
 #[tokio::test]
-async fn negotiate_v1_returns_token_and_websockets() {
+async fn negotiate_v1_returns_token_and_transports() {
     let server = TestServer::start().await;
     let token = token_for(&principal());
 
@@ -28,7 +28,11 @@ async fn negotiate_v1_returns_token_and_websockets() {
     assert_ne!(connection_id, connection_token);
     assert_eq!(
         response["availableTransports"],
-        json!([{"transport": "WebSockets", "transferFormats": ["Text"]}])
+        json!([
+            {"transport": "WebSockets", "transferFormats": ["Text"]},
+            {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
+            {"transport": "LongPolling", "transferFormats": ["Text"]}
+        ])
     );
 }
 
@@ -227,7 +231,7 @@ async fn unclaimed_token_expires() {
 }
 
 #[tokio::test]
-async fn plain_get_is_400() {
+async fn plain_get_without_id_is_400() {
     let server = TestServer::start().await;
     let token = token_for(&principal());
     let request = Request::get("/hubs/tasks")
