@@ -77,27 +77,23 @@ pub async fn upsert_row(
     row: &ImportTask,
 ) -> Result<RowOutcome, StoreError> {
     let mut savepoint = sqlx::Acquire::begin(&mut **tx).await?;
-    match upsert_task(&mut savepoint, scope, cache, row).await {
+    let failure = match upsert_task(&mut savepoint, scope, cache, row).await {
         Ok(outcome) => {
             savepoint.commit().await?;
-            Ok(outcome)
+            return Ok(outcome);
         }
-        Err(StoreError::Invalid(reason)) => {
-            savepoint.rollback().await?;
-            Ok(RowOutcome::Failed { column: None, reason })
-        }
+        Err(StoreError::Invalid(reason)) => reason,
         Err(StoreError::Database(sqlx::Error::Database(db))) if db.constraint().is_some() => {
-            savepoint.rollback().await?;
-            // Lookups cached inside the rolled-back savepoint may name rows that no longer exist.
-            cache.people.clear();
-            cache.projects.clear();
-            Ok(RowOutcome::Failed {
-                column: None,
-                reason: format!("rejected by the database rule {}", db.constraint().unwrap_or("")),
-            })
+            format!("rejected by the database rule {}", db.constraint().unwrap_or_default())
         }
-        Err(error) => Err(error),
-    }
+        Err(error) => return Err(error),
+    };
+    savepoint.rollback().await?;
+    // People or projects this row created are gone with the savepoint, so cached ids of
+    // them would point at nothing.
+    cache.people.clear();
+    cache.projects.clear();
+    Ok(RowOutcome::Failed { column: None, reason: failure })
 }
 
 async fn upsert_task(
