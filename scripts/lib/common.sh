@@ -3,8 +3,8 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # The sourcing scripts use these variables.
 
-# Debian installs pg_ctlcluster's helpers and rabbitmq-server under sbin, which a
-# non-root PATH often lacks.
+# Debian installs rabbitmq-server, runuser and other administration tools under sbin,
+# which a non-root PATH often lacks.
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 # rustup installs cargo under ~/.cargo/bin, which non-login shells (CI) may not have.
 if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
@@ -106,7 +106,7 @@ ensure_debs() {
 
 # Take an exclusive lock on LOCK_FILE, waiting at most SECONDS_MAX seconds. The lock is
 # held on a new file descriptor until the process exits, so daemons must be started
-# through with_fds_closed. WHAT names the serialized work for the message printed while
+# through with_fds_closed or after close_inherited_fds. WHAT names the serialized work for the message printed while
 # waiting.
 take_lock() {
   local lock_file=$1 seconds_max=$2 what=$3 fd

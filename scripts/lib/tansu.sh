@@ -11,7 +11,8 @@ readonly TANSU_BIN="$TANSU_INSTALL_DIR/bin/tansu"
 readonly TANSU_TARGET_DIR="$TASKLANE_CACHE_DIR/tansu-build"
 readonly TANSU_BUILD_LOG="$TASKLANE_CACHE_DIR/tansu-build.log"
 readonly TANSU_BUILD_LOCK="$TASKLANE_CACHE_DIR/tansu-build.lock"
-# A cold build took about 9 minutes on a 2-core machine; the limits leave wide margins.
+# A cold build took 25 minutes on a 2-core machine that was also compiling other crates
+# (an estimated 9 minutes when idle), so one hour leaves a wide margin.
 readonly TANSU_BUILD_TIMEOUT_SECONDS=3600
 
 readonly TANSU_STATE_DIR="$TASKLANE_STATE_DIR/tansu"
