@@ -46,6 +46,22 @@ impl Caller {
     }
 }
 
+/// The address of the peer that sent the request, when the server records it.
+///
+/// NOTE: behind a reverse proxy this is the proxy's address, because forwarded headers are
+/// not trusted; per-address limits then apply to all clients of that proxy together.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientIp(peer.map(|info| info.0.ip())))
+    }
+}
+
 /// Reads the bearer token of a request, if it has one.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;

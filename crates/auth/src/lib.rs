@@ -1,10 +1,12 @@
 //! Authentication primitives shared by the API, the hub and the workers: password hashing,
-//! signing keys and access tokens.
+//! signing keys, access tokens and refresh tokens.
 
 pub mod keys;
 pub mod password;
+pub mod refresh;
 pub mod token;
 
 pub use keys::{KeyError, KeySet};
 pub use password::{hash_password, verify_password, PasswordError};
+pub use refresh::{generate_refresh_token, hash_refresh_token, NewRefreshToken};
 pub use token::{AccessClaims, TokenError, TokenIssuer};

@@ -110,6 +110,16 @@ pub struct AuthSettings {
     pub audience: String,
     #[serde(with = "humantime_serde")]
     pub access_token_ttl: Duration,
+    /// A refresh token unused for this long is rejected.
+    #[serde(with = "humantime_serde")]
+    pub refresh_token_idle_ttl: Duration,
+    /// How long after a login its refresh tokens stop working, however often they rotate.
+    #[serde(with = "humantime_serde")]
+    pub session_max_lifetime: Duration,
+    /// How long the immediately previous refresh token still rotates after its successor
+    /// was issued, for clients that refresh from two tabs at once.
+    #[serde(with = "humantime_serde")]
+    pub refresh_reuse_grace: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -178,6 +188,9 @@ prefix = "tasklane"
 issuer = "tasklane"
 audience = "tasklane-api"
 access_token_ttl = "15m"
+refresh_token_idle_ttl = "14days"
+session_max_lifetime = "30days"
+refresh_reuse_grace = "10s"
 
 [import]
 source_zone = "UTC"
@@ -190,7 +203,7 @@ retry_delay = "2s"
 
 [log]
 format = "text"
-filter = "info"
+filter = "info,sqlx=warn"
 "#;
 
 impl Settings {

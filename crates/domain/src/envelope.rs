@@ -60,6 +60,13 @@ pub enum EventType {
     JobProgress,
     JobFinished,
     UserRegistered,
+    LoginSucceeded,
+    LoginFailed,
+    LoginLockedOut,
+    RefreshTokenReused,
+    MemberInvited,
+    MemberJoined,
+    MemberRoleChanged,
 }
 
 impl EventType {
@@ -75,6 +82,13 @@ impl EventType {
             EventType::JobProgress => "job.progress",
             EventType::JobFinished => "job.finished",
             EventType::UserRegistered => "user.registered",
+            EventType::LoginSucceeded => "auth.login_succeeded",
+            EventType::LoginFailed => "auth.login_failed",
+            EventType::LoginLockedOut => "auth.login_locked_out",
+            EventType::RefreshTokenReused => "auth.refresh_token_reused",
+            EventType::MemberInvited => "member.invited",
+            EventType::MemberJoined => "member.joined",
+            EventType::MemberRoleChanged => "member.role_changed",
         }
     }
 }

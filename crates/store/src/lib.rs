@@ -4,6 +4,7 @@
 //! so a change and the news of it commit together or not at all.
 
 pub mod accounts;
+pub mod auth_events;
 pub mod comments;
 pub mod error;
 pub mod hub;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod notifications;
 pub mod outbox;
 pub mod projects;
+pub mod refresh_tokens;
 pub mod signing_keys;
 pub mod tasks;
 pub mod uploads;

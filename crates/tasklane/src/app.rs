@@ -90,7 +90,8 @@ impl Application {
             let address = listener.local_addr()?;
             let shutdown = cancel.clone();
             tasks.spawn(async move {
-                let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned());
                 if let Err(error) = server.await {
                     tracing::error!(%error, "http server failed");
                 }

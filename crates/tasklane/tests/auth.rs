@@ -1,4 +1,5 @@
-//! Authentication against the running application: access-token signing and validation.
+//! Authentication against the running application: access-token signing and validation,
+//! refresh-token rotation and logout.
 //!
 //! Each test names the OWASP ASVS 5.0 requirement it covers; docs/asvs-coverage.md lists
 //! them all.
@@ -39,6 +40,31 @@ fn valid_claims(user: Uuid, tenant: Uuid) -> Value {
 
 fn chrono_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Registers a person with their own tenant and returns the whole response body.
+async fn register(app: &TestApp, tenant: &str) -> Value {
+    let email = format!("{}@example.com", Uuid::new_v4().simple());
+    let body = json!({ "email": email, "password": PASSWORD, "name": "Auth Tester", "tenant": tenant });
+    let response = app.client.post(app.url("/api/v1/auth/register")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 201);
+    let mut registered: Value = response.json().await.unwrap();
+    registered["email"] = json!(email);
+    registered
+}
+
+const PASSWORD: &str = "correct horse battery";
+
+async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    app.client.post(app.url(path)).json(&body).send().await.unwrap()
+}
+
+async fn refresh(app: &TestApp, refresh_token: &Value) -> reqwest::Response {
+    post(app, "/api/v1/auth/refresh", json!({ "refresh_token": refresh_token })).await
+}
+
+fn id(value: &Value) -> Uuid {
+    value.as_str().unwrap().parse().unwrap()
 }
 
 async fn status_with_token(app: &TestApp, token: &str) -> u16 {
@@ -149,4 +175,213 @@ async fn forged_access_tokens_are_rejected() {
     let unknown = encode(&unknown_kid, &claims, &key).unwrap();
     assert_eq!(status_with_token(&app, &unknown).await, 401, "an unknown kid was accepted");
     app.stop().await;
+}
+
+// ASVS 10.4.5, 7.2.3: refresh tokens are random, stored hashed and replaced on every use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_token() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Rotation").await;
+    let first = registered["refresh_token"].clone();
+
+    let response = refresh(&app, &first).await;
+    assert_eq!(response.status(), 200);
+    let renewed: Value = response.json().await.unwrap();
+
+    assert_ne!(renewed["refresh_token"], first);
+    assert_eq!(renewed["user_id"], registered["user_id"]);
+    assert_eq!(renewed["tenant_id"], registered["tenant_id"]);
+    assert_eq!(status_with_token(&app, renewed["access_token"].as_str().unwrap()).await, 200);
+    let plaintext_rows: i64 = sqlx::query_scalar(
+        "select count(*) from refresh_tokens where encode(token_hash, 'escape') like '%' || $1 || '%'",
+    )
+    .bind(first.as_str().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(plaintext_rows, 0, "a refresh token is stored in plain text");
+    let hashed_rows: i64 = sqlx::query_scalar("select count(*) from refresh_tokens where token_hash = sha256($1::bytea)")
+        .bind(first.as_str().unwrap().as_bytes())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(hashed_rows, 1);
+    app.stop().await;
+}
+
+// ASVS 10.4.5: presenting a rotated token again revokes every token of its family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_token_reuse_revokes_family() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Reuse").await;
+    let first = registered["refresh_token"].clone();
+    let second: Value = refresh(&app, &first).await.json().await.unwrap();
+    let third: Value = refresh(&app, &second["refresh_token"]).await.json().await.unwrap();
+
+    // The first token's successor has itself been rotated, so this is reuse, grace or not.
+    let replayed = refresh(&app, &first).await;
+    assert_eq!(replayed.status(), 401);
+
+    let current = refresh(&app, &third["refresh_token"]).await;
+    assert_eq!(current.status(), 401, "the family must be revoked after reuse");
+    let reason: Option<String> = sqlx::query_scalar("select revoked_reason from refresh_token_families")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(reason.as_deref(), Some("reuse"));
+    let events: i64 = sqlx::query_scalar("select count(*) from outbox where event_type = 'auth.refresh_token_reused'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+    app.stop().await;
+}
+
+// ASVS 10.4.5: outside the grace period even the immediately previous token counts as reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_token_after_grace_is_reuse() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Grace").await;
+    let first = registered["refresh_token"].clone();
+    let second: Value = refresh(&app, &first).await.json().await.unwrap();
+    sqlx::query("update refresh_tokens set rotated_at = now() - interval '1 minute' where rotated_at is not null")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let replayed = refresh(&app, &first).await;
+    let current = refresh(&app, &second["refresh_token"]).await;
+
+    assert_eq!(replayed.status(), 401);
+    assert_eq!(current.status(), 401, "the family must be revoked after reuse");
+    app.stop().await;
+}
+
+// ASVS 10.4.5: two tabs refreshing the same token at once both keep a working session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refresh_within_grace() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Tabs").await;
+    let first = registered["refresh_token"].clone();
+
+    let (left, right) = tokio::join!(refresh(&app, &first), refresh(&app, &first));
+    assert_eq!(left.status(), 200);
+    assert_eq!(right.status(), 200);
+    let left: Value = left.json().await.unwrap();
+    let right: Value = right.json().await.unwrap();
+    assert_ne!(left["refresh_token"], right["refresh_token"]);
+
+    assert_eq!(refresh(&app, &left["refresh_token"]).await.status(), 200);
+    assert_eq!(refresh(&app, &right["refresh_token"]).await.status(), 200);
+    app.stop().await;
+}
+
+// ASVS 7.3.1, 10.4.8: idle and absolute lifetimes end a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_refresh_tokens_are_rejected() {
+    let app = TestApp::spawn().await;
+    let idle = register(&app, "Idle").await;
+    let absolute = register(&app, "Absolute").await;
+    let idle_hash = Sha256Hash::of(idle["refresh_token"].as_str().unwrap());
+    sqlx::query("update refresh_tokens set expires_at = now() - interval '1 second' where token_hash = $1")
+        .bind(&idle_hash.0)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("update refresh_token_families set expires_at = now() - interval '1 second' where user_id = $1")
+        .bind(id(&absolute["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    assert_eq!(refresh(&app, &idle["refresh_token"]).await.status(), 401, "idle timeout ignored");
+    assert_eq!(refresh(&app, &absolute["refresh_token"]).await.status(), 401, "absolute lifetime ignored");
+    app.stop().await;
+}
+
+// ASVS 7.4.1: logout ends the refresh-token family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_revokes_refresh_family() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Logout").await;
+    let renewed: Value = refresh(&app, &registered["refresh_token"]).await.json().await.unwrap();
+
+    let logout = post(&app, "/api/v1/auth/logout", json!({ "refresh_token": renewed["refresh_token"] })).await;
+    assert_eq!(logout.status(), 204);
+    let unknown = post(&app, "/api/v1/auth/logout", json!({ "refresh_token": "tlr_unknown" })).await;
+    assert_eq!(unknown.status(), 204);
+
+    assert_eq!(refresh(&app, &renewed["refresh_token"]).await.status(), 401);
+    app.stop().await;
+}
+
+// ASVS 7.2.4, 8.4.1: switching tenants issues new tokens for a tenant the user belongs to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_tenant_issues_scoped_tokens() {
+    let app = TestApp::spawn().await;
+    let person = register(&app, "Home").await;
+    let other = register(&app, "Elsewhere").await;
+    let stranger = register(&app, "Stranger").await;
+    sqlx::query("insert into memberships (tenant_id, user_id, role, handle) values ($1, $2, 'viewer', 'guest')")
+        .bind(id(&other["tenant_id"]))
+        .bind(id(&person["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let token = person["access_token"].as_str().unwrap();
+
+    let switched = app.post_json(token, "/api/v1/auth/switch-tenant", json!({ "tenant": other["tenant_id"] })).await;
+    assert_eq!(switched.status(), 200);
+    let switched: Value = switched.json().await.unwrap();
+    assert_eq!(switched["tenant_id"], other["tenant_id"]);
+    assert_eq!(switched["role"], "viewer");
+    let projects: Value = app.get(switched["access_token"].as_str().unwrap(), "/api/v1/projects").await.json().await.unwrap();
+    assert_eq!(projects["items"][0]["id"], other["project_id"]);
+    let renewed: Value = refresh(&app, &switched["refresh_token"]).await.json().await.unwrap();
+    assert_eq!(renewed["tenant_id"], other["tenant_id"]);
+
+    let refused = app.post_json(token, "/api/v1/auth/switch-tenant", json!({ "tenant": stranger["tenant_id"] })).await;
+    assert_eq!(refused.status(), 403);
+    app.stop().await;
+}
+
+// ASVS 8.3.2: a refresh token stops working once its membership is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_after_membership_removal_fails() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "Owner").await;
+    let guest = register(&app, "GuestHome").await;
+    sqlx::query("insert into memberships (tenant_id, user_id, role, handle) values ($1, $2, 'member', 'guest')")
+        .bind(id(&owner["tenant_id"]))
+        .bind(id(&guest["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let guest_token = guest["access_token"].as_str().unwrap();
+    let switched: Value = app
+        .post_json(guest_token, "/api/v1/auth/switch-tenant", json!({ "tenant": owner["tenant_id"] }))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    sqlx::query("delete from memberships where tenant_id = $1 and user_id = $2")
+        .bind(id(&owner["tenant_id"]))
+        .bind(id(&guest["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    assert_eq!(refresh(&app, &switched["refresh_token"]).await.status(), 401);
+    app.stop().await;
+}
+
+/// SHA-256 of a token, as the refresh-token table stores it.
+struct Sha256Hash(Vec<u8>);
+
+impl Sha256Hash {
+    fn of(token: &str) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(token.as_bytes()).to_vec())
+    }
 }

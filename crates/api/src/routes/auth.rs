@@ -6,11 +6,13 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 use tasklane_auth::{hash_password, verify_password, PasswordError};
+use tasklane_domain::EventType;
 use tasklane_store::accounts::{self, NewAccount};
-use uuid::Uuid;
+use tasklane_store::auth_events;
 
 use super::required_text;
-use crate::extract::Json;
+use super::sessions::{start_session, TokenPair};
+use crate::extract::{ClientIp, Json};
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -45,17 +47,13 @@ async fn register(
     let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
     let account = NewAccount { email: &email, password_hash: &password_hash, name: &name, tenant_name: &tenant_name };
     let registered = accounts::register(&mut tx, account).await?;
+    let tokens = start_session(&state, &mut tx, registered.user_id, registered.tenant_id).await?;
     tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
 
-    let access_token = issue(&state, registered.user_id, registered.tenant_id)?;
-    let body = serde_json::json!({
-        "user_id": registered.user_id,
-        "tenant_id": registered.tenant_id,
-        "project_id": registered.project_id,
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": state.tokens.ttl().as_secs(),
-    });
+    let mut body = tokens.into_json(&state);
+    body["user_id"] = serde_json::json!(registered.user_id);
+    body["tenant_id"] = serde_json::json!(registered.tenant_id);
+    body["project_id"] = serde_json::json!(registered.project_id);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -82,41 +80,55 @@ struct LoginRequest {
 
 async fn login(
     State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
     Json(request): Json<LoginRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let invalid = || ApiError::Unauthorized;
     let credentials = accounts::find_credentials(&state.pool, request.email.trim()).await?;
+    let known_user = credentials.as_ref().map(|c| c.user_id);
     let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
     let password = request.password;
     // Unknown accounts are verified against a dummy hash, so both take the same time.
     let verified = tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let credentials = credentials.filter(|c| verified && !c.disabled).ok_or_else(invalid)?;
+    let Some(credentials) = credentials.filter(|c| verified && !c.disabled) else {
+        record_failure(&state, known_user, client_ip).await?;
+        return Err(ApiError::Unauthorized);
+    };
 
     let memberships = accounts::memberships_of(&state.pool, credentials.user_id).await?;
     let active = match &request.tenant {
         None => memberships.first(),
-        Some(wanted) => memberships
-            .iter()
-            .find(|m| m.tenant_id.to_string() == *wanted || m.tenant_name.eq_ignore_ascii_case(wanted)),
+        Some(wanted) => super::sessions::find_membership(&memberships, wanted),
     }
     .ok_or_else(|| ApiError::Forbidden("you are not a member of that tenant".into()))?;
 
-    let access_token = issue(&state, credentials.user_id, active.tenant_id)?;
-    Ok(Json(serde_json::json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": state.tokens.ttl().as_secs(),
-        "user_id": credentials.user_id,
-        "tenant_id": active.tenant_id,
-        "tenants": memberships,
-    })))
+    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let tokens: TokenPair = start_session(&state, &mut tx, credentials.user_id, active.tenant_id).await?;
+    let data = serde_json::json!({ "user_id": credentials.user_id, "client_ip": client_ip });
+    let user = Some(credentials.user_id);
+    auth_events::append(&mut tx, EventType::LoginSucceeded, Some(active.tenant_id), user, credentials.user_id, data)
+        .await?;
+    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+
+    let mut body = tokens.into_json(&state);
+    body["user_id"] = serde_json::json!(credentials.user_id);
+    body["tenant_id"] = serde_json::json!(active.tenant_id);
+    body["tenants"] = serde_json::json!(memberships);
+    Ok(Json(body))
 }
 
-fn issue(state: &AppState, user_id: Uuid, tenant_id: Uuid) -> Result<String, ApiError> {
-    state
-        .tokens
-        .issue(user_id, tenant_id, 0)
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))
+/// Writes a failed-login event. The subject is the account when it exists, otherwise the
+/// nil id, and the e-mail address is left out so the event log collects no guessed names.
+async fn record_failure(
+    state: &AppState,
+    user_id: Option<uuid::Uuid>,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let data = serde_json::json!({ "user_id": user_id, "client_ip": client_ip });
+    let subject = user_id.unwrap_or(uuid::Uuid::nil());
+    auth_events::append(&mut tx, EventType::LoginFailed, None, None, subject, data).await?;
+    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod jwks;
 mod notifications;
 pub mod page;
 mod projects;
+mod sessions;
 mod tasks;
 
 use axum::Router;
@@ -18,6 +19,7 @@ use crate::AppState;
 pub fn api_routes(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(auth::routes())
+        .merge(sessions::routes())
         .merge(projects::routes())
         .merge(tasks::routes())
         .merge(comments::routes())
