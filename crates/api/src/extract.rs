@@ -75,11 +75,14 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
         let claims = state.tokens.verify(token).map_err(|_| ApiError::Unauthorized)?;
-        // The membership is checked on every request, so a removed member or a disabled
-        // account loses access at once rather than when the token expires.
-        let role = tasklane_store::accounts::role_in(&state.pool, claims.sub, claims.tid)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        // The version and membership are checked on every request, against a cache that
+        // PostgreSQL invalidates, so a logout-all, a disabled account or a removed member
+        // loses access at once rather than when the token expires.
+        let access = state.access.get(claims.sub).await?.ok_or(ApiError::Unauthorized)?;
+        if claims.ver < access.revocation_version {
+            return Err(ApiError::Unauthorized);
+        }
+        let role = access.role_in(claims.tid).ok_or(ApiError::Unauthorized)?.to_owned();
         Ok(Caller { user_id: claims.sub, tenant_id: claims.tid, role })
     }
 }

@@ -156,6 +156,31 @@ pub async fn role_in(pool: &PgPool, user_id: Uuid, tenant_id: Uuid) -> Result<Op
     Ok(role)
 }
 
+/// Reads a user's revocation version, which every new access token carries.
+pub async fn revocation_version(
+    executor: impl sqlx::PgExecutor<'_>,
+    user_id: Uuid,
+) -> Result<i64, StoreError> {
+    let version = sqlx::query_scalar("select revocation_version from users where id = $1")
+        .bind(user_id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(StoreError::NotFound("user"))?;
+    Ok(version)
+}
+
+/// Increments a user's revocation version, which rejects every access token issued before.
+pub async fn bump_revocation_version(tx: &mut Tx<'_>, user_id: Uuid) -> Result<i64, StoreError> {
+    let version = sqlx::query_scalar(
+        "update users set revocation_version = revocation_version + 1 where id = $1 returning revocation_version",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound("user"))?;
+    Ok(version)
+}
+
 /// Resolves @handles to the ids of the tenant's members who hold them.
 pub async fn resolve_handles(
     tx: &mut Tx<'_>,

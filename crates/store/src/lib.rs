@@ -3,6 +3,7 @@
 //! Every function that changes state takes a transaction and writes its outbox event in it,
 //! so a change and the news of it commit together or not at all.
 
+pub mod access_cache;
 pub mod accounts;
 pub mod auth_events;
 pub mod comments;

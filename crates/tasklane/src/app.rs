@@ -15,6 +15,7 @@ use tasklane_bus::Topology;
 use tasklane_cache::Cache;
 use tasklane_config::Settings;
 use tasklane_hub::{Hub, HubMessage, HubSettings};
+use tasklane_store::access_cache::AccessCache;
 use tasklane_store::PgPool;
 use tasklane_workers::bulk::BulkWorker;
 use tasklane_workers::notify::NotifyConsumer;
@@ -66,9 +67,13 @@ impl Application {
         let topology = Topology::new(settings.namespace.clone());
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let access = AccessCache::new(pool.clone());
+        if roles.contains(&Role::Api) || roles.contains(&Role::Hub) {
+            tasks.spawn(access.clone().listen(cancel.clone().cancelled_owned()));
+        }
 
         let hub = roles.contains(&Role::Hub).then(|| {
-            let backend = StoreHubBackend { pool: pool.clone(), tokens: tokens.clone() };
+            let backend = StoreHubBackend { pool: pool.clone(), tokens: tokens.clone(), access: access.clone() };
             Hub::new(Arc::new(backend), HubSettings::default())
         });
         if let Some(hub) = &hub {
@@ -77,7 +82,13 @@ impl Application {
 
         let mut router = Router::new();
         if roles.contains(&Role::Api) {
-            let state = AppState { pool: pool.clone(), tokens, cache: cache.clone(), settings: settings.clone() };
+            let state = AppState {
+                pool: pool.clone(),
+                tokens,
+                access: access.clone(),
+                cache: cache.clone(),
+                settings: settings.clone(),
+            };
             router = router.merge(tasklane_api::router(state));
         }
         if let Some(hub) = &hub {

@@ -2,11 +2,13 @@
 
 use tasklane_auth::TokenIssuer;
 use tasklane_hub::{AuthRejected, HubBackend, JoinError, JoinGrant, JoinTarget, Principal};
-use tasklane_store::{accounts, hub, jobs, tasks, PgPool};
+use tasklane_store::access_cache::AccessCache;
+use tasklane_store::{hub, jobs, tasks, PgPool};
 
 pub struct StoreHubBackend {
     pub pool: PgPool,
     pub tokens: TokenIssuer,
+    pub access: AccessCache,
 }
 
 fn internal(error: tasklane_store::StoreError) -> JoinError {
@@ -17,10 +19,18 @@ fn internal(error: tasklane_store::StoreError) -> JoinError {
 impl HubBackend for StoreHubBackend {
     async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthRejected> {
         let claims = self.tokens.verify(bearer_token).map_err(|e| AuthRejected::new(e.to_string()))?;
-        let role = accounts::role_in(&self.pool, claims.sub, claims.tid)
+        let access = self
+            .access
+            .get(claims.sub)
             .await
-            .map_err(|_| AuthRejected::new("could not check the membership"))?;
-        match role {
+            .map_err(|_| AuthRejected::new("could not check the membership"))?
+            .ok_or_else(|| AuthRejected::new("the token's user does not exist"))?;
+        if claims.ver < access.revocation_version {
+            return Err(AuthRejected::new("the token was revoked"));
+        }
+        // NOTE: this runs only when a connection starts, so a connection opened before a
+        // revocation stays open until the client disconnects.
+        match access.role_in(claims.tid) {
             Some(_) => Ok(Principal { user_id: claims.sub, tenant_id: claims.tid }),
             None => Err(AuthRejected::new("not a member of the token's tenant")),
         }

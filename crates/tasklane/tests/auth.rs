@@ -1,5 +1,5 @@
 //! Authentication against the running application: access-token signing and validation,
-//! refresh-token rotation and logout.
+//! refresh-token rotation, logout and revocation that takes effect at once.
 //!
 //! Each test names the OWASP ASVS 5.0 requirement it covers; docs/asvs-coverage.md lists
 //! them all.
@@ -61,6 +61,29 @@ async fn post(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
 
 async fn refresh(app: &TestApp, refresh_token: &Value) -> reqwest::Response {
     post(app, "/api/v1/auth/refresh", json!({ "refresh_token": refresh_token })).await
+}
+
+async fn login(app: &TestApp, email: &Value) -> Value {
+    let response = post(app, "/api/v1/auth/login", json!({ "email": email, "password": PASSWORD })).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Polls until `token` gets `expected` from the API, for changes that reach this process by
+/// PostgreSQL notification; fails after two seconds.
+async fn wait_for_status(app: &TestApp, token: &str, expected: u16) {
+    for _ in 0..40 {
+        if status_with_token(app, token).await == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the API did not answer {expected} within 2 s");
+}
+
+async fn hub_negotiate_status(app: &TestApp, token: &str) -> u16 {
+    let url = app.url("/hubs/tasks/negotiate?negotiateVersion=1");
+    app.client.post(url).bearer_auth(token).send().await.unwrap().status().as_u16()
 }
 
 fn id(value: &Value) -> Uuid {
@@ -384,4 +407,168 @@ impl Sha256Hash {
         use sha2::Digest;
         Self(sha2::Sha256::digest(token.as_bytes()).to_vec())
     }
+}
+
+// ASVS 7.4.1, 7.5.2: logging out everywhere ends every session and access token at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_revokes_every_session() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Everywhere").await;
+    let other_device = login(&app, &registered["email"]).await;
+    let first_token = registered["access_token"].as_str().unwrap();
+    let second_token = other_device["access_token"].as_str().unwrap();
+    assert_eq!(status_with_token(&app, second_token).await, 200);
+
+    let response = app.post_json(first_token, "/api/v1/auth/logout-all", json!({})).await;
+    assert_eq!(response.status(), 204);
+
+    wait_for_status(&app, first_token, 401).await;
+    wait_for_status(&app, second_token, 401).await;
+    assert_eq!(hub_negotiate_status(&app, second_token).await, 401);
+    assert_eq!(refresh(&app, &registered["refresh_token"]).await.status(), 401);
+    assert_eq!(refresh(&app, &other_device["refresh_token"]).await.status(), 401);
+    let fresh = login(&app, &registered["email"]).await;
+    assert_eq!(status_with_token(&app, fresh["access_token"].as_str().unwrap()).await, 200);
+    app.stop().await;
+}
+
+// ASVS 7.4.2: disabling an account ends its sessions at once, in the API and the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_account_loses_access() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Disabled").await;
+    let token = registered["access_token"].as_str().unwrap();
+    assert_eq!(status_with_token(&app, token).await, 200, "warms the access cache");
+    assert_eq!(hub_negotiate_status(&app, token).await, 200);
+
+    sqlx::query("update users set disabled_at = now() where id = $1")
+        .bind(id(&registered["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    wait_for_status(&app, token, 401).await;
+    assert_eq!(hub_negotiate_status(&app, token).await, 401);
+    assert_eq!(refresh(&app, &registered["refresh_token"]).await.status(), 401);
+    let login = post(&app, "/api/v1/auth/login", json!({ "email": registered["email"], "password": PASSWORD })).await;
+    assert_eq!(login.status(), 401);
+    app.stop().await;
+}
+
+// ASVS 7.4.3: a password change rejects the access tokens issued before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_revokes_tokens() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Password").await;
+    let token = registered["access_token"].as_str().unwrap();
+    assert_eq!(status_with_token(&app, token).await, 200, "warms the access cache");
+
+    sqlx::query("update users set password_hash = password_hash || '' where id = $1")
+        .bind(id(&registered["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let unchanged: i64 = sqlx::query_scalar("select revocation_version from users where id = $1")
+        .bind(id(&registered["user_id"]))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(unchanged, 0, "an update that keeps the hash must not revoke");
+    sqlx::query("update users set password_hash = 'replaced' where id = $1")
+        .bind(id(&registered["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    wait_for_status(&app, token, 401).await;
+    app.stop().await;
+}
+
+// ASVS 8.3.2: removing a member or lowering their role applies to the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_apply_at_once() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "Team").await;
+    let guest = register(&app, "GuestTeam").await;
+    sqlx::query("insert into memberships (tenant_id, user_id, role, handle) values ($1, $2, 'member', 'guest')")
+        .bind(id(&owner["tenant_id"]))
+        .bind(id(&guest["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let switched: Value = app
+        .post_json(guest["access_token"].as_str().unwrap(), "/api/v1/auth/switch-tenant", json!({ "tenant": owner["tenant_id"] }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = switched["access_token"].as_str().unwrap();
+    let new_task = json!({ "project_id": owner["project_id"], "title": "Allowed" });
+    assert_eq!(app.post_json(token, "/api/v1/tasks", new_task).await.status(), 201);
+
+    sqlx::query("update memberships set role = 'viewer' where tenant_id = $1 and user_id = $2")
+        .bind(id(&owner["tenant_id"]))
+        .bind(id(&guest["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut status = 0;
+    for _ in 0..40 {
+        let attempt = json!({ "project_id": owner["project_id"], "title": "Denied" });
+        status = app.post_json(token, "/api/v1/tasks", attempt).await.status().as_u16();
+        if status == 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 403, "the viewer role did not apply");
+
+    sqlx::query("delete from memberships where tenant_id = $1 and user_id = $2")
+        .bind(id(&owner["tenant_id"]))
+        .bind(id(&guest["user_id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    wait_for_status(&app, token, 401).await;
+    let home_token = guest["access_token"].as_str().unwrap();
+    assert_eq!(status_with_token(&app, home_token).await, 401, "removal bumps the user's version everywhere");
+    app.stop().await;
+}
+
+// ASVS 8.3.2: the access cache listens for changes and drops a changed user's entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_cache_follows_notifications() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Cache").await;
+    let user_id = id(&registered["user_id"]);
+    let cache = tasklane_store::access_cache::AccessCache::new(app.pool.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = tokio::spawn(cache.clone().listen(async move {
+        let _ = stopped.await;
+    }));
+    for _ in 0..40 {
+        if cache.is_listening() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(cache.is_listening(), "the listener did not connect within 2 s");
+    assert_eq!(cache.get(user_id).await.unwrap().unwrap().revocation_version, 0);
+
+    sqlx::query("update users set revocation_version = 7 where id = $1").bind(user_id).execute(&app.pool).await.unwrap();
+
+    let mut version = 0;
+    for _ in 0..40 {
+        version = cache.get(user_id).await.unwrap().unwrap().revocation_version;
+        if version == 7 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(version, 7, "the cached entry was not invalidated");
+    assert!(cache.get(Uuid::now_v7()).await.unwrap().is_none());
+    stop.send(()).unwrap();
+    listener.await.unwrap();
+    assert!(!cache.is_listening());
+    app.stop().await;
 }

@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
+        .route("/auth/logout-all", post(logout_all))
         .route("/auth/switch-tenant", post(switch_tenant))
 }
 
@@ -59,14 +60,20 @@ pub(crate) async fn start_session(
 ) -> Result<TokenPair, ApiError> {
     let refresh = generate_refresh_token();
     refresh_tokens::start_family(tx, user_id, tenant_id, &refresh.hash, lifetimes(state)).await?;
-    let access_token = issue_access_token(state, user_id, tenant_id)?;
+    let version = accounts::revocation_version(&mut **tx, user_id).await?;
+    let access_token = issue_access_token(state, user_id, tenant_id, version)?;
     Ok(TokenPair { access_token, refresh_token: refresh.token })
 }
 
-pub(crate) fn issue_access_token(state: &AppState, user_id: Uuid, tenant_id: Uuid) -> Result<String, ApiError> {
+pub(crate) fn issue_access_token(
+    state: &AppState,
+    user_id: Uuid,
+    tenant_id: Uuid,
+    revocation_version: i64,
+) -> Result<String, ApiError> {
     state
         .tokens
-        .issue(user_id, tenant_id, 0)
+        .issue(user_id, tenant_id, revocation_version)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e)))
 }
 
@@ -102,14 +109,15 @@ async fn refresh(
     };
 
     // A family outlives neither the membership nor the account it was issued for.
-    if accounts::role_in(&state.pool, session.user_id, session.tenant_id).await?.is_none() {
+    let access = state.access.get(session.user_id).await?;
+    let Some(access) = access.filter(|access| access.role_in(session.tenant_id).is_some()) else {
         refresh_tokens::revoke_family(&mut tx, session.family_id, RevokeReason::AccountChange).await?;
         tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
         return Err(ApiError::Unauthorized);
-    }
+    };
     tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
 
-    let access_token = issue_access_token(&state, session.user_id, session.tenant_id)?;
+    let access_token = issue_access_token(&state, session.user_id, session.tenant_id, access.revocation_version)?;
     let mut body = TokenPair { access_token, refresh_token: replacement.token }.into_json(&state);
     body["user_id"] = serde_json::json!(session.user_id);
     body["tenant_id"] = serde_json::json!(session.tenant_id);
@@ -139,6 +147,16 @@ struct LogoutRequest {
 async fn logout(State(state): State<AppState>, Json(request): Json<LogoutRequest>) -> Result<StatusCode, ApiError> {
     let presented = hash_refresh_token(&request.refresh_token);
     refresh_tokens::revoke_by_token(&state.pool, &presented).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every session of the caller: all refresh-token families are revoked and the
+/// revocation version is bumped, so access tokens already issued stop working at once.
+async fn logout_all(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::LogoutAll).await?;
+    accounts::bump_revocation_version(&mut tx, caller.user_id).await?;
+    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,209 @@
+//! An in-process cache of each user's access: revocation version, disabled flag and role
+//! per tenant, so authenticating a request costs no query once the user is cached.
+//!
+//! Entries are dropped when the `tasklane_access` channel names the user (the triggers of
+//! migration 0004 send it on every relevant change). While the listener is not connected,
+//! the cache is bypassed and every lookup reads PostgreSQL, so a lost notification can never
+//! leave a stale entry in use.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::StoreError;
+
+/// The channel the access triggers notify, with the user id as payload.
+pub const CHANNEL: &str = "tasklane_access";
+
+/// Entries kept before the cache is emptied and refilled; bounds memory, not correctness.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Delay before reconnecting a listener whose connection failed.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// What a user may currently do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAccess {
+    pub revocation_version: i64,
+    pub disabled: bool,
+    /// Role per tenant the user belongs to.
+    pub roles: HashMap<Uuid, String>,
+}
+
+impl UserAccess {
+    /// Returns the user's role in `tenant_id` when the user is enabled and a member.
+    pub fn role_in(&self, tenant_id: Uuid) -> Option<&str> {
+        if self.disabled {
+            return None;
+        }
+        self.roles.get(&tenant_id).map(String::as_str)
+    }
+}
+
+#[derive(Clone)]
+pub struct AccessCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    entries: RwLock<HashMap<Uuid, Arc<UserAccess>>>,
+    /// Incremented on every invalidation, so a lookup that raced one does not store its
+    /// possibly older result.
+    generation: AtomicU64,
+    listening: AtomicBool,
+}
+
+impl AccessCache {
+    /// Creates a cache that stays bypassed until [`AccessCache::listen`] is connected.
+    pub fn new(pool: PgPool) -> Self {
+        let inner = Inner {
+            pool,
+            entries: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Returns the user's access, or `None` for an unknown user.
+    pub async fn get(&self, user_id: Uuid) -> Result<Option<Arc<UserAccess>>, StoreError> {
+        if let Some(access) = self.read_entries().get(&user_id) {
+            return Ok(Some(access.clone()));
+        }
+        let generation = self.inner.generation.load(Ordering::SeqCst);
+        let Some(access) = load(&self.inner.pool, user_id).await? else { return Ok(None) };
+        let access = Arc::new(access);
+        // The generation is compared under the write lock that invalidation also takes, so
+        // an invalidation either comes first and stops the insert, or comes later and
+        // removes the entry.
+        let mut entries = self.inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        let unchanged = self.inner.generation.load(Ordering::SeqCst) == generation;
+        if unchanged && self.inner.listening.load(Ordering::SeqCst) {
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(user_id, access.clone());
+        }
+        Ok(Some(access))
+    }
+
+    /// Returns whether the listener is connected, so lookups are cached.
+    pub fn is_listening(&self) -> bool {
+        self.inner.listening.load(Ordering::SeqCst)
+    }
+
+    /// Listens for access changes until `shutdown` completes, reconnecting after failures.
+    pub async fn listen(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                () = self.listen_once() => {}
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(RECONNECT_DELAY) => {}
+            }
+        }
+        self.stop_caching();
+    }
+
+    /// Runs one listener connection until it fails.
+    async fn listen_once(&self) {
+        let mut listener = match PgListener::connect_with(&self.inner.pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "access cache could not connect its listener, bypassing the cache");
+                return;
+            }
+        };
+        if let Err(error) = listener.listen(CHANNEL).await {
+            tracing::warn!(%error, channel = CHANNEL, "access cache could not listen, bypassing the cache");
+            return;
+        }
+        // Changes made before LISTEN took effect were not notified, so start empty.
+        self.invalidate_all();
+        self.inner.listening.store(true, Ordering::SeqCst);
+        tracing::debug!(channel = CHANNEL, "access cache listening");
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => match notification.payload().parse::<Uuid>() {
+                    Ok(user_id) => self.invalidate(user_id),
+                    Err(_) => {
+                        tracing::warn!(payload = notification.payload(), "access notification is not a user id");
+                        self.invalidate_all();
+                    }
+                },
+                Ok(None) => {
+                    tracing::warn!("access cache listener lost its connection, reconnecting");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "access cache listener failed, reconnecting");
+                    break;
+                }
+            }
+        }
+        self.stop_caching();
+    }
+
+    fn stop_caching(&self) {
+        self.inner.listening.store(false, Ordering::SeqCst);
+        self.invalidate_all();
+    }
+
+    fn invalidate(&self, user_id: Uuid) {
+        let mut entries = self.inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        entries.remove(&user_id);
+    }
+
+    fn invalidate_all(&self) {
+        let mut entries = self.inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
+
+    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, Arc<UserAccess>>> {
+        self.inner.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AccessRow {
+    revocation_version: i64,
+    disabled: bool,
+    tenant_id: Option<Uuid>,
+    role: Option<String>,
+}
+
+/// Reads a user's access from PostgreSQL in one query.
+async fn load(pool: &PgPool, user_id: Uuid) -> Result<Option<UserAccess>, StoreError> {
+    let rows = sqlx::query_as::<_, AccessRow>(
+        "select u.revocation_version, u.disabled_at is not null as disabled, m.tenant_id, m.role
+         from users u left join memberships m on m.user_id = u.id
+         where u.id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await?;
+    let Some(first) = rows.first() else { return Ok(None) };
+    let mut access = UserAccess {
+        revocation_version: first.revocation_version,
+        disabled: first.disabled,
+        roles: HashMap::new(),
+    };
+    for row in rows {
+        if let (Some(tenant_id), Some(role)) = (row.tenant_id, row.role) {
+            access.roles.insert(tenant_id, role);
+        }
+    }
+    Ok(Some(access))
+}
