@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // Connects to a Tasklane hub with the official @microsoft/signalr client, joins tasks and
-// jobs, and prints one JSON object per line on stdout for a test to read:
+// jobs, resumes groups, and prints one JSON object per line on stdout for a test to read:
 //   {"event":"joined","kind":"task"|"job","id":...,"result":{group,seq,snapshot}}
+//   {"event":"resumed","result":[{group,seq} | {group,resync:true} | {group,error}]}
 //   {"event":"message","method":"taskUpdated"|"notification"|"jobProgress","envelope":...}
-//   {"event":"error","stage":"start"|"join"|"stop","message":...}   (join errors add kind, id)
-//   {"event":"ready"}   once every join has completed or failed
+//   {"event":"resync","group":...}   when the server can no longer replay a resumed group
+//   {"event":"error","stage":"start"|"join"|"resume"|"stop","message":...}
+//                                    (join errors add kind, id)
+//   {"event":"ready"}   once every join and the resume have completed or failed
 //   {"event":"closed","error":...}   when the server closed the connection
 // It runs until stdin closes or it gets SIGTERM or SIGINT, then stops the connection and
 // exits 0. It exits 1 when the connection cannot start or the server closes it.
@@ -18,6 +21,8 @@ const USAGE = `usage: node hub-client.mjs --url URL --token TOKEN [options]
   --token TOKEN              bearer token, sent through accessTokenFactory
   --join-task ID             invoke JoinTask(ID) after connecting; repeatable
   --join-job ID              invoke JoinJob(ID) after connecting; repeatable
+  --resume GROUP:SEQ         resume GROUP after sequence number SEQ, e.g. task:<id>:2;
+                             repeatable, all groups go in one Resume call after the joins
   --transport NAME           websockets (default), serversentevents or longpolling
   --skip-negotiation         connect the WebSocket directly, without negotiate
   --protocol NAME            json (default) or messagepack
@@ -52,6 +57,7 @@ function parseArgs(argv) {
     url: null,
     token: null,
     joins: [],
+    resumes: [],
     transport: "websockets",
     skipNegotiation: false,
     protocol: "json",
@@ -68,6 +74,7 @@ function parseArgs(argv) {
       case "--token": options.token = value(); break;
       case "--join-task": options.joins.push({ kind: "task", method: "JoinTask", id: value() }); break;
       case "--join-job": options.joins.push({ kind: "job", method: "JoinJob", id: value() }); break;
+      case "--resume": options.resumes.push(parseResume(value())); break;
       case "--transport": options.transport = value().toLowerCase(); break;
       case "--skip-negotiation": options.skipNegotiation = true; break;
       case "--protocol": options.protocol = value().toLowerCase(); break;
@@ -84,6 +91,16 @@ function parseArgs(argv) {
     fail(`unknown protocol ${options.protocol}`);
   }
   return options;
+}
+
+// Splits GROUP:SEQ at the last colon, because group names contain one themselves.
+function parseResume(text) {
+  const colon = text.lastIndexOf(":");
+  const afterSeq = Number(text.slice(colon + 1));
+  if (colon <= 0 || !Number.isInteger(afterSeq)) {
+    fail(`invalid --resume ${text}: expected GROUP:SEQ, e.g. task:<id>:2`);
+  }
+  return { group: text.slice(0, colon), after_seq: afterSeq };
 }
 
 function emit(event) {
@@ -119,6 +136,7 @@ async function main() {
   for (const method of CLIENT_METHODS) {
     connection.on(method, (envelope) => emit({ event: "message", method, envelope }));
   }
+  connection.on("resync", ({ group }) => emit({ event: "resync", group }));
 
   let stopping = false;
   connection.onclose((error) => {
@@ -158,6 +176,14 @@ async function main() {
       emit({ event: "joined", kind: join.kind, id: join.id, result });
     } catch (error) {
       emit({ event: "error", stage: "join", kind: join.kind, id: join.id, message: error.message });
+    }
+  }
+  if (options.resumes.length > 0) {
+    try {
+      const result = await connection.invoke("Resume", options.resumes);
+      emit({ event: "resumed", result });
+    } catch (error) {
+      emit({ event: "error", stage: "resume", message: error.message });
     }
   }
   emit({ event: "ready" });

@@ -110,6 +110,31 @@ pub trait HubBackend: Send + Sync + 'static {
     /// and the entity's snapshot, both from the same consistent state.
     async fn join(&self, principal: &Principal, target: JoinTarget)
         -> Result<JoinGrant, JoinError>;
+
+    /// Reads the messages of `group` with a sequence number greater than `after_seq`, for a
+    /// client that resumes after a disconnect. The hub has already checked that
+    /// `principal` may follow `group`.
+    ///
+    /// The default keeps no history, so it always returns [`CatchUp::Resync`].
+    async fn catch_up(
+        &self,
+        principal: &Principal,
+        group: &str,
+        after_seq: i64,
+    ) -> Result<CatchUp, JoinError> {
+        let _ = (principal, group, after_seq);
+        Ok(CatchUp::Resync)
+    }
+}
+
+/// The messages of a group that a resuming client missed.
+#[derive(Clone, Debug)]
+pub enum CatchUp {
+    /// Every message of the group after the requested sequence number, in order.
+    Messages(Vec<HubMessage>),
+    /// The stored history no longer reaches back to the requested sequence number, so the
+    /// client must fetch the current state again.
+    Resync,
 }
 
 /// A message published by the relay, already sequenced per group.

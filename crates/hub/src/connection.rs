@@ -3,6 +3,7 @@
 //! signal that closes the connection.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -11,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Principal;
-use crate::protocol::CloseMessage;
+use crate::backend::{HubMessage, Principal};
+use crate::protocol::{CloseMessage, HubProtocol};
 
 /// Internal key of a connection in the hub's registries.
 pub(crate) type ConnectionKey = u64;
@@ -21,8 +22,6 @@ pub(crate) type ConnectionKey = u64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
     Text(Utf8Bytes),
-    // NOTE: no protocol produces binary frames yet.
-    #[allow(dead_code)]
     Binary(Bytes),
 }
 
@@ -48,11 +47,41 @@ impl From<&str> for Frame {
     }
 }
 
-/// A relay message encoded once and shared by every recipient.
+/// A relay message shared by every recipient, encoded at most once per hub protocol.
 #[derive(Clone, Debug)]
 pub(crate) struct OutboundEvent {
     pub seq: i64,
-    pub frame: Frame,
+    encoded: Arc<EncodedMessage>,
+}
+
+#[derive(Debug)]
+struct EncodedMessage {
+    message: HubMessage,
+    json: OnceLock<Frame>,
+    message_pack: OnceLock<Frame>,
+}
+
+impl OutboundEvent {
+    pub fn new(message: HubMessage) -> Self {
+        Self {
+            seq: message.seq,
+            encoded: Arc::new(EncodedMessage {
+                message,
+                json: OnceLock::new(),
+                message_pack: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Returns the message encoded for `protocol`, encoding it on first use.
+    pub fn frame(&self, protocol: HubProtocol) -> Frame {
+        let cell = match protocol {
+            HubProtocol::Json => &self.encoded.json,
+            HubProtocol::MessagePack => &self.encoded.message_pack,
+        };
+        cell.get_or_init(|| protocol.hub_message(&self.encoded.message))
+            .clone()
+    }
 }
 
 /// Membership state of a connection in one group.
@@ -82,6 +111,8 @@ pub(crate) struct Connection {
     close_message: Mutex<Option<CloseMessage>>,
     /// The error to send as the handshake response before closing, if the handshake failed.
     handshake_error: Mutex<Option<String>>,
+    /// The hub protocol chosen in the handshake. JSON until then.
+    protocol: OnceLock<HubProtocol>,
 }
 
 impl Connection {
@@ -103,8 +134,18 @@ impl Connection {
             closing: CancellationToken::new(),
             close_message: Mutex::new(None),
             handshake_error: Mutex::new(None),
+            protocol: OnceLock::new(),
         };
         (connection, receiver)
+    }
+
+    /// Records the protocol chosen in the handshake. Only the first call has an effect.
+    pub fn set_protocol(&self, protocol: HubProtocol) {
+        let _ = self.protocol.set(protocol);
+    }
+
+    pub fn protocol(&self) -> HubProtocol {
+        self.protocol.get().copied().unwrap_or(HubProtocol::Json)
     }
 
     /// Queues a frame for the writer. A full queue closes the connection, because a client
@@ -141,7 +182,7 @@ impl Connection {
 
     /// Queues `event` if it is newer than `last_seq`, and then advances `last_seq`.
     fn send_newer(&self, last_seq: &mut i64, event: &OutboundEvent) {
-        if event.seq > *last_seq && self.send(event.frame.clone()) {
+        if event.seq > *last_seq && self.send(event.frame(self.protocol())) {
             *last_seq = event.seq;
         }
     }
@@ -230,18 +271,45 @@ impl Connection {
                 return after_seq;
             }
         }
+        self.send_events(buffer, after_seq)
+    }
 
+    /// Queues the events after `after_seq` whose sequence number exceeds every one queued
+    /// before. Returns the sequence number of the last event queued, or `after_seq`.
+    fn send_events(&self, events: impl IntoIterator<Item = OutboundEvent>, after_seq: i64) -> i64 {
         let mut last_seq = after_seq;
-        for event in buffer {
+        for event in events {
             if event.seq <= last_seq {
                 continue;
             }
-            if !self.send(event.frame) {
+            if !self.send(event.frame(self.protocol())) {
                 break;
             }
             last_seq = event.seq;
         }
         last_seq
+    }
+
+    /// Queues the missed events of `group` after `after_seq`, then the held-back live events
+    /// after the last of them, and switches to live delivery. Returns the sequence number
+    /// of the last event queued, or `after_seq` if none was.
+    ///
+    /// Like [`Self::finish_join`], this runs under the membership lock, so no live message
+    /// can slip in between the missed ones and the held-back ones.
+    pub fn finish_catch_up(&self, group: &str, missed: Vec<OutboundEvent>, after_seq: i64) -> i64 {
+        let mut memberships = self.memberships.lock();
+        let buffer = match memberships.remove(group) {
+            Some(Membership::Joining { buffer, .. }) => buffer,
+            _ => Vec::new(),
+        };
+        let last_seq = self.send_events(missed.into_iter().chain(buffer), after_seq);
+        memberships.insert(group.to_owned(), Membership::Joined { last_seq });
+        last_seq
+    }
+
+    /// Ends the membership in `group`. Returns whether the connection was a member.
+    pub fn leave(&self, group: &str) -> bool {
+        self.memberships.lock().remove(group).is_some()
     }
 
     /// Names of the groups this connection belongs to or is joining.
@@ -318,11 +386,23 @@ mod tests {
         Connection::new(1, "c1".to_owned(), principal, capacity)
     }
 
+    /// Builds an event whose JSON frame is `m{seq}`, so the tests can read the order.
     fn event(seq: i64) -> OutboundEvent {
-        OutboundEvent {
+        let message = HubMessage {
+            group: "g".to_owned(),
             seq,
-            frame: Frame::from(format!("m{seq}")),
-        }
+            event_id: Uuid::nil(),
+            event_type: "test".to_owned(),
+            method: "test".to_owned(),
+            data: serde_json::Value::Null,
+        };
+        let event = OutboundEvent::new(message);
+        event
+            .encoded
+            .json
+            .set(Frame::from(format!("m{seq}")))
+            .unwrap();
+        event
     }
 
     fn drain(receiver: &mut mpsc::Receiver<Frame>) -> Vec<String> {
@@ -402,6 +482,55 @@ mod tests {
 
         assert!(still_member);
         assert_eq!(drain(&mut receiver), ["error", "m3", "m4"]);
+    }
+
+    #[test]
+    fn catch_up_sends_missed_then_newer_held_back() {
+        let (connection, mut receiver) = connection(16);
+
+        connection.begin_join("task:1");
+        for seq in [5, 6] {
+            connection.deliver("task:1", &event(seq));
+        }
+        let missed = (3..=5).map(event).collect();
+        let last_seq = connection.finish_catch_up("task:1", missed, 2);
+        connection.deliver("task:1", &event(6));
+        connection.deliver("task:1", &event(7));
+
+        assert_eq!(last_seq, 6);
+        assert_eq!(drain(&mut receiver), ["m3", "m4", "m5", "m6", "m7"]);
+    }
+
+    #[test]
+    fn leave_stops_delivery() {
+        let (connection, mut receiver) = connection(16);
+        connection.add_joined("task:1");
+
+        let was_member = connection.leave("task:1");
+        connection.deliver("task:1", &event(1));
+
+        assert!(was_member);
+        assert!(!connection.leave("task:1"));
+        assert!(drain(&mut receiver).is_empty());
+    }
+
+    #[test]
+    fn event_frame_follows_protocol() {
+        let message = HubMessage {
+            group: "g".to_owned(),
+            seq: 1,
+            event_id: Uuid::nil(),
+            event_type: "test".to_owned(),
+            method: "notification".to_owned(),
+            data: serde_json::json!({"n": 1}),
+        };
+        let event = OutboundEvent::new(message.clone());
+
+        let json = event.frame(HubProtocol::Json);
+        let message_pack = event.frame(HubProtocol::MessagePack);
+
+        assert_eq!(json, HubProtocol::Json.hub_message(&message));
+        assert!(matches!(message_pack, Frame::Binary(_)), "{message_pack:?}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub const RECORD_SEPARATOR: char = '\u{1e}';
 pub enum FramingError {
     #[error("hub message exceeds the maximum message size of {max} bytes")]
     MessageTooLarge { max: usize },
+    #[error("invalid hub message length prefix: more than 5 bytes or above 2^31 - 1")]
+    InvalidLengthPrefix,
 }
 
 /// Splits incoming text into complete records and keeps the unterminated rest until more

@@ -60,23 +60,23 @@ struct NegotiateResponse {
 #[serde(rename_all = "camelCase")]
 struct AvailableTransport {
     transport: &'static str,
-    transfer_formats: [&'static str; 1],
+    transfer_formats: &'static [&'static str],
 }
 
-/// The transports in the client's order of preference. Every one carries only text,
-/// because the server speaks only the JSON hub protocol.
+/// The transports in the client's order of preference. Server-sent events carry only text,
+/// so a MessagePack client cannot use them.
 const AVAILABLE_TRANSPORTS: [AvailableTransport; 3] = [
     AvailableTransport {
         transport: "WebSockets",
-        transfer_formats: ["Text"],
+        transfer_formats: &["Text", "Binary"],
     },
     AvailableTransport {
         transport: "ServerSentEvents",
-        transfer_formats: ["Text"],
+        transfer_formats: &["Text"],
     },
     AvailableTransport {
         transport: "LongPolling",
-        transfer_formats: ["Text"],
+        transfer_formats: &["Text", "Binary"],
     },
 ];
 

@@ -239,7 +239,14 @@ async fn run_session(
         connection: Arc::clone(&connection),
     };
     async move {
-        session::run(&shared, &connection, Inbound::Http(inbound)).await;
+        let binary_transport = http.kind == HttpTransportKind::LongPolling;
+        session::run(
+            &shared,
+            &connection,
+            Inbound::Http(inbound),
+            binary_transport,
+        )
+        .await;
         shared.unregister(&connection);
         // The final frame waits for the client's next request, so the token stays valid.
         if timeout(CLOSE_TIMEOUT, http.drained.cancelled())

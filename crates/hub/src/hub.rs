@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{HubBackend, HubMessage};
-use crate::connection::{Connection, ConnectionKey, Frame, OutboundEvent};
+use crate::connection::{Connection, ConnectionKey, OutboundEvent};
 use crate::groups::GroupRegistry;
 use crate::negotiate::Negotiations;
-use crate::protocol::{encode_hub_message, CloseMessage};
+use crate::protocol::CloseMessage;
 use crate::settings::HubSettings;
 
 /// A SignalR hub server: HTTP routes for negotiate and the WebSocket transport, plus
@@ -80,10 +80,7 @@ impl Hub {
         self.shared
             .groups
             .for_each_member(&message.group, |connection| {
-                let event = event.get_or_insert_with(|| OutboundEvent {
-                    seq: message.seq,
-                    frame: Frame::from(encode_hub_message(message)),
-                });
+                let event = event.get_or_insert_with(|| OutboundEvent::new(message.clone()));
                 connection.deliver(&message.group, event);
                 recipients += 1;
             });

@@ -1,4 +1,5 @@
-//! Hub methods that clients invoke: `JoinTask(taskId)` and `JoinJob(jobId)`.
+//! Hub methods that clients invoke: `JoinTask(taskId)`, `JoinJob(jobId)`,
+//! `LeaveTask(taskId)`, `LeaveJob(jobId)` and `Resume([{group, after_seq}])`.
 //!
 //! A join must give the client every message of the group after the snapshot's sequence
 //! number and nothing at or before it. The connection therefore starts holding back the
@@ -11,9 +12,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::backend::{JoinError, JoinTarget};
-use crate::connection::{Connection, Frame};
+use crate::connection::Connection;
 use crate::hub::HubShared;
-use crate::protocol::{encode_completion_error, encode_completion_result, Invocation};
+use crate::protocol::Invocation;
+use crate::resume;
 
 /// Runs one invocation. Invocations without an id get no completion, as the protocol
 /// requires for non-blocking invocations.
@@ -33,22 +35,64 @@ pub(crate) async fn handle(
         return;
     }
 
-    let target = match invocation.target.as_str() {
-        "JoinTask" => {
-            parse_id_argument(&invocation.arguments, "JoinTask", "a task id").map(JoinTarget::Task)
-        }
-        "JoinJob" => {
-            parse_id_argument(&invocation.arguments, "JoinJob", "a job id").map(JoinTarget::Job)
-        }
+    let arguments = &invocation.arguments;
+    let result = match invocation.target.as_str() {
+        "JoinTask" => parse_target(arguments, "JoinTask", JoinTarget::Task).map(Method::Join),
+        "JoinJob" => parse_target(arguments, "JoinJob", JoinTarget::Job).map(Method::Join),
+        "LeaveTask" => parse_target(arguments, "LeaveTask", JoinTarget::Task).map(Method::Leave),
+        "LeaveJob" => parse_target(arguments, "LeaveJob", JoinTarget::Job).map(Method::Leave),
+        "Resume" => resume::parse_arguments(arguments).map(Method::Resume),
         other => Err(format!("unknown hub method '{other}'")),
     };
 
-    match target {
-        Ok(target) => join(shared, connection, id, target).await,
+    match result {
+        Ok(Method::Join(target)) => join(shared, connection, id, target).await,
+        Ok(Method::Leave(target)) => leave(shared, connection, id, target),
+        Ok(Method::Resume(requests)) => resume::resume(shared, connection, id, requests).await,
         Err(error) => {
             tracing::debug!(method = %invocation.target, %error, "hub invocation rejected");
             complete_with_error(connection, id, &error);
         }
+    }
+}
+
+/// A hub method call with valid arguments.
+enum Method {
+    Join(JoinTarget),
+    Leave(JoinTarget),
+    Resume(Vec<resume::ResumeRequest>),
+}
+
+fn parse_target(
+    arguments: &[Value],
+    method: &str,
+    target: fn(Uuid) -> JoinTarget,
+) -> Result<JoinTarget, String> {
+    let what = match target(Uuid::nil()) {
+        JoinTarget::Task(_) => "a task id",
+        JoinTarget::Job(_) => "a job id",
+    };
+    parse_id_argument(arguments, method, what).map(target)
+}
+
+/// Ends the connection's membership in the target's group. The completion's result is
+/// whether the connection was a member.
+fn leave(
+    shared: &HubShared,
+    connection: &Connection,
+    invocation_id: Option<&str>,
+    target: JoinTarget,
+) {
+    let group = target.group();
+    let was_member = connection.leave(&group);
+    shared.groups.remove(&group, connection.key);
+    tracing::debug!(%group, was_member, "hub connection left group");
+    if let Some(id) = invocation_id {
+        connection.send(
+            connection
+                .protocol()
+                .completion_result(id, &json!(was_member)),
+        );
     }
 }
 
@@ -104,22 +148,22 @@ async fn join(
             "seq": grant.seq,
             "snapshot": grant.snapshot,
         });
-        Frame::from(encode_completion_result(id, &result))
+        connection.protocol().completion_result(id, &result)
     });
     connection.finish_join(&group, completion, grant.seq);
     tracing::debug!(%group, seq = grant.seq, "hub join completed");
 }
 
-const INTERNAL_ERROR: &str = "join failed because of an internal server error";
+pub(crate) const INTERNAL_ERROR: &str = "join failed because of an internal server error";
 
-fn fail_join(
+pub(crate) fn fail_join(
     shared: &HubShared,
     connection: &Connection,
     invocation_id: Option<&str>,
     group: &str,
     error: &str,
 ) {
-    let completion = invocation_id.map(|id| Frame::from(encode_completion_error(id, error)));
+    let completion = invocation_id.map(|id| connection.protocol().completion_error(id, error));
     if !connection.fail_join(group, completion) {
         shared.groups.remove(group, connection.key);
     }
@@ -127,7 +171,7 @@ fn fail_join(
 
 fn complete_with_error(connection: &Connection, invocation_id: Option<&str>, error: &str) {
     if let Some(id) = invocation_id {
-        connection.send(encode_completion_error(id, error));
+        connection.send(connection.protocol().completion_error(id, error));
     }
 }
 

@@ -2,8 +2,8 @@
 //! dotnet/aspnetcore (`src/SignalR/docs/specs/HubProtocol.md` and `TransportProtocols.md`).
 //!
 //! What it implements:
-//! - `POST {path}/negotiate`, negotiate versions 0 and 1. It offers WebSockets,
-//!   server-sent events and long polling, each with the text transfer format.
+//! - `POST {path}/negotiate`, negotiate versions 0 and 1. It offers WebSockets and long
+//!   polling with the text and binary transfer formats, and server-sent events with text.
 //! - The WebSockets transport at `{path}?id=<connectionToken>`, or without `id` for
 //!   clients that skip negotiate. An unknown id gets 404, a second WebSocket for the same
 //!   id gets 409, and an id negotiated by another user gets 403.
@@ -15,10 +15,12 @@
 //!   to return ends after [`HubSettings::long_poll_timeout`] with an empty 200.
 //!   `DELETE {path}?id=...` ends the connection, and its waiting poll returns 204. A long
 //!   polling client that sends no poll for [`HubSettings::client_timeout`] is closed.
-//! - The JSON hub protocol, version 1. Clients may invoke `JoinTask(taskId)` and
-//!   `JoinJob(jobId)`. The server invokes `taskUpdated`, `notification` and `jobProgress`
-//!   on the client with one envelope argument
-//!   `{"event_id", "group", "seq", "type", "data"}`.
+//! - The JSON and MessagePack hub protocols, version 1, chosen in the handshake.
+//!   MessagePack is rejected on server-sent events, which carry only text. Clients may
+//!   invoke `JoinTask(taskId)`, `JoinJob(jobId)`, `LeaveTask(taskId)`, `LeaveJob(jobId)`
+//!   and `Resume([{"group", "after_seq"}])`. The server invokes `taskUpdated`,
+//!   `notification` and `jobProgress` on the client with one envelope argument
+//!   `{"event_id", "group", "seq", "type", "data"}`, and `resync` with `{"group"}`.
 //!
 //! Clients authenticate with a bearer token, from the `Authorization` header or the
 //! `access_token` query parameter. The token is checked at negotiate and again on every
@@ -29,10 +31,18 @@
 //! and holds back the group's messages meanwhile. Afterwards the client receives exactly
 //! the messages with a greater sequence number, each once.
 //!
-//! NOTE: MessagePack and stateful reconnect are not implemented. Groups and HTTP transport
-//! connections are local to the process, so running several server processes requires
-//! every process to receive every relay message, and server-sent events and long polling
-//! need sticky sessions.
+//! A client that reconnects calls `Resume` with the last sequence number it received in
+//! each group. The hub authorizes each group again (task and job groups with the join
+//! check, user and tenant groups only for the connection's own), replays the missed
+//! messages from [`HubBackend::catch_up`] and then the live ones, with no gap and no
+//! duplicate. When the history no longer reaches back, or the client missed more than
+//! half of [`HubSettings::outbound_queue_capacity`], the client gets `resync` for that
+//! group and must join again (task and job groups) or refetch its state.
+//!
+//! NOTE: Stateful reconnect (`Ack` and `Sequence` messages), streaming invocations and
+//! client results are not implemented. Groups and HTTP transport connections are local to
+//! the process, so running several server processes requires every process to receive
+//! every relay message, and server-sent events and long polling need sticky sessions.
 
 mod backend;
 mod connection;
@@ -42,14 +52,16 @@ mod http;
 mod http_transport;
 mod hub;
 mod invocation;
+mod msgpack;
 mod negotiate;
 mod outbound;
 mod protocol;
+mod resume;
 mod session;
 mod settings;
 
 pub use backend::{
-    AuthRejected, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
+    AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
 };
 pub use hub::Hub;
 pub use session::CLOSE_TIMEOUT;

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::connection::{Connection, Frame};
-use crate::protocol::{encode_handshake_response, encode_ping};
+use crate::protocol::encode_handshake_response;
 
 pub(crate) struct OutboundPump {
     outbound: mpsc::Receiver<Frame>,
@@ -53,7 +53,7 @@ impl OutboundPump {
                 None => return self.finish(),
             },
             () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
-                Frame::from(encode_ping())
+                self.connection.protocol().ping()
             }
         };
         self.reset_ping();
@@ -89,7 +89,7 @@ impl OutboundPump {
         }
         self.connection
             .close_message()
-            .map(|close| Frame::from(close.encode()))
+            .map(|close| self.connection.protocol().close(&close))
     }
 }
 
@@ -128,7 +128,7 @@ mod tests {
 
         let frame = pump.next().await;
 
-        assert_eq!(frame, Some(Frame::from(encode_ping())));
+        assert_eq!(frame, Some(Frame::from(crate::protocol::encode_ping())));
     }
 
     #[tokio::test]

@@ -3,14 +3,18 @@
 //! specifications (dotnet/aspnetcore, `src/SignalR/docs/specs`).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::backend::HubMessage;
 use crate::framing::terminate;
 
-/// The only hub protocol this server speaks, and its only version.
+use crate::connection::Frame;
+use crate::msgpack;
+
+/// Protocol names that a client may request in the handshake, each in version 1.
 pub const JSON_PROTOCOL: &str = "json";
-pub const JSON_PROTOCOL_VERSION: i64 = 1;
+pub const MESSAGEPACK_PROTOCOL: &str = "messagepack";
+pub const PROTOCOL_VERSION: i64 = 1;
 
 const INVOCATION: i64 = 1;
 const STREAM_ITEM: i64 = 2;
@@ -22,31 +26,131 @@ const CLOSE: i64 = 7;
 const ACK: i64 = 8;
 const SEQUENCE: i64 = 9;
 
+/// The hub protocol a connection chose in its handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HubProtocol {
+    Json,
+    MessagePack,
+}
+
+impl HubProtocol {
+    /// Whether the protocol needs a transport that carries binary data.
+    pub fn is_binary(self) -> bool {
+        self == HubProtocol::MessagePack
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HubProtocol::Json => JSON_PROTOCOL,
+            HubProtocol::MessagePack => MESSAGEPACK_PROTOCOL,
+        }
+    }
+
+    fn frame(self, json: impl FnOnce() -> String, message_pack: impl FnOnce() -> Vec<u8>) -> Frame {
+        match self {
+            HubProtocol::Json => Frame::from(json()),
+            HubProtocol::MessagePack => Frame::Binary(message_pack().into()),
+        }
+    }
+
+    pub fn completion_result(self, invocation_id: &str, result: &Value) -> Frame {
+        self.frame(
+            || encode_completion_result(invocation_id, result),
+            || msgpack::encode_completion_result(invocation_id, result),
+        )
+    }
+
+    pub fn completion_error(self, invocation_id: &str, error: &str) -> Frame {
+        self.frame(
+            || encode_completion_error(invocation_id, error),
+            || msgpack::encode_completion_error(invocation_id, error),
+        )
+    }
+
+    /// Encodes a relay message as a non-blocking invocation of `message.method`.
+    pub fn hub_message(self, message: &HubMessage) -> Frame {
+        self.client_invocation(&message.method, &envelope(message))
+    }
+
+    /// Encodes a non-blocking invocation of the client method `target` with one argument.
+    pub fn client_invocation(self, target: &str, argument: &Value) -> Frame {
+        self.frame(
+            || encode_client_invocation(target, argument),
+            || msgpack::encode_client_invocation(target, argument),
+        )
+    }
+
+    pub fn ping(self) -> Frame {
+        self.frame(encode_ping, msgpack::encode_ping)
+    }
+
+    pub fn close(self, close: &CloseMessage) -> Frame {
+        self.frame(|| close.encode(), || msgpack::encode_close(close))
+    }
+}
+
+/// The message types of the hub protocol, shared by its JSON and MessagePack forms.
+pub(crate) enum MessageKind {
+    Invocation,
+    StreamInvocation,
+    CancelInvocation,
+    Ping,
+    Close,
+    /// Stream items, completions, acks and sequence messages: the server never invokes
+    /// client methods that return results, accepts no upload streams and does not
+    /// negotiate stateful reconnect, so a client never has a reason to send one.
+    Unexpected(&'static str),
+}
+
+impl MessageKind {
+    pub const INVOCATION: i64 = INVOCATION;
+    pub const COMPLETION: i64 = COMPLETION;
+    pub const PING: i64 = PING;
+    pub const CLOSE: i64 = CLOSE;
+}
+
+/// Maps a message type number to the kind of message a client may send.
+pub(crate) fn message_kind(kind: i64) -> Result<MessageKind, String> {
+    let kind = match kind {
+        INVOCATION => MessageKind::Invocation,
+        STREAM_INVOCATION => MessageKind::StreamInvocation,
+        STREAM_ITEM => MessageKind::Unexpected("stream item"),
+        COMPLETION => MessageKind::Unexpected("completion"),
+        CANCEL_INVOCATION => MessageKind::CancelInvocation,
+        PING => MessageKind::Ping,
+        CLOSE => MessageKind::Close,
+        ACK => MessageKind::Unexpected("ack"),
+        SEQUENCE => MessageKind::Unexpected("sequence"),
+        other => return Err(format!("unknown hub message type {other}")),
+    };
+    Ok(kind)
+}
+
 #[derive(Deserialize)]
 struct HandshakeRequest {
     protocol: String,
     version: i64,
 }
 
-/// Checks the client's handshake request. The error is the text to send back in the
-/// handshake response before closing.
-pub fn parse_handshake(record: &str) -> Result<(), String> {
+/// Checks the client's handshake request and returns the protocol it chose. The error is
+/// the text to send back in the handshake response before closing.
+pub fn parse_handshake(record: &str) -> Result<HubProtocol, String> {
     let request: HandshakeRequest = serde_json::from_str(record)
         .map_err(|error| format!("Handshake request is invalid: {error}"))?;
 
-    if request.protocol != JSON_PROTOCOL {
+    let protocol = match request.protocol.as_str() {
+        JSON_PROTOCOL => HubProtocol::Json,
+        MESSAGEPACK_PROTOCOL => HubProtocol::MessagePack,
+        other => return Err(format!("Requested protocol '{other}' is not available.")),
+    };
+    if request.version != PROTOCOL_VERSION {
         return Err(format!(
-            "Requested protocol '{}' is not available.",
-            request.protocol
+            "The server does not support version {} of the '{}' protocol.",
+            request.version,
+            protocol.name()
         ));
     }
-    if request.version != JSON_PROTOCOL_VERSION {
-        return Err(format!(
-            "The server does not support version {} of the '{JSON_PROTOCOL}' protocol.",
-            request.version
-        ));
-    }
-    Ok(())
+    Ok(protocol)
 }
 
 #[derive(Serialize)]
@@ -80,9 +184,8 @@ pub enum ClientMessage {
     Close {
         error: Option<String>,
     },
-    /// Stream items, completions, acks and sequence messages: the server never invokes
-    /// client methods, accepts no upload streams and does not negotiate stateful
-    /// reconnect, so a client never has a reason to send one.
+    /// A message type that clients of this hub never need to send: see
+    /// [`MessageKind::Unexpected`].
     Unexpected {
         kind: &'static str,
     },
@@ -102,8 +205,8 @@ struct RawMessage {
     error: Option<String>,
 }
 
-/// Parses one record into a client message. The error text is sent to the client in a
-/// `Close` message.
+/// Parses one JSON record into a client message. The error text is sent to the client in
+/// a `Close` message.
 pub fn parse_client_message(record: &str) -> Result<ClientMessage, String> {
     let raw: RawMessage =
         serde_json::from_str(record).map_err(|error| format!("invalid hub message: {error}"))?;
@@ -111,25 +214,19 @@ pub fn parse_client_message(record: &str) -> Result<ClientMessage, String> {
         .kind
         .ok_or_else(|| "invalid hub message: missing field `type`".to_owned())?;
 
-    let message = match kind {
-        INVOCATION => ClientMessage::Invocation(parse_invocation(raw, "invocation")?),
-        STREAM_INVOCATION => {
+    let message = match message_kind(kind)? {
+        MessageKind::Invocation => ClientMessage::Invocation(parse_invocation(raw, "invocation")?),
+        MessageKind::StreamInvocation => {
             let invocation = parse_invocation(raw, "stream invocation")?;
             if invocation.invocation_id.is_none() {
                 return Err("invalid stream invocation: missing field `invocationId`".to_owned());
             }
             ClientMessage::StreamInvocation(invocation)
         }
-        STREAM_ITEM => ClientMessage::Unexpected {
-            kind: "stream item",
-        },
-        COMPLETION => ClientMessage::Unexpected { kind: "completion" },
-        CANCEL_INVOCATION => ClientMessage::CancelInvocation,
-        PING => ClientMessage::Ping,
-        CLOSE => ClientMessage::Close { error: raw.error },
-        ACK => ClientMessage::Unexpected { kind: "ack" },
-        SEQUENCE => ClientMessage::Unexpected { kind: "sequence" },
-        other => return Err(format!("unknown hub message type {other}")),
+        MessageKind::CancelInvocation => ClientMessage::CancelInvocation,
+        MessageKind::Ping => ClientMessage::Ping,
+        MessageKind::Close => ClientMessage::Close { error: raw.error },
+        MessageKind::Unexpected(kind) => ClientMessage::Unexpected { kind },
     };
     Ok(message)
 }
@@ -182,38 +279,32 @@ pub fn encode_completion_error(invocation_id: &str, error: &str) -> String {
     })
 }
 
-/// Payload that the client method receives as its only argument.
-#[derive(Serialize)]
-struct Envelope<'a> {
-    event_id: uuid::Uuid,
-    group: &'a str,
-    seq: i64,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    data: &'a Value,
+/// Builds the payload that the client method receives as its only argument:
+/// `{"event_id", "group", "seq", "type", "data"}`.
+fn envelope(message: &HubMessage) -> Value {
+    json!({
+        "event_id": message.event_id,
+        "group": message.group,
+        "seq": message.seq,
+        "type": message.event_type,
+        "data": message.data,
+    })
 }
 
 #[derive(Serialize)]
-struct InvocationMessage<'a> {
+struct ClientInvocation<'a> {
     #[serde(rename = "type")]
     kind: i64,
     target: &'a str,
-    arguments: [Envelope<'a>; 1],
+    arguments: [&'a Value; 1],
 }
 
-/// Encodes a relay message as a non-blocking invocation of `message.method` on the client.
-pub fn encode_hub_message(message: &HubMessage) -> String {
-    let envelope = Envelope {
-        event_id: message.event_id,
-        group: &message.group,
-        seq: message.seq,
-        event_type: &message.event_type,
-        data: &message.data,
-    };
-    encode(&InvocationMessage {
+/// Encodes a non-blocking invocation of the client method `target` with one argument.
+pub fn encode_client_invocation(target: &str, argument: &Value) -> String {
+    encode(&ClientInvocation {
         kind: INVOCATION,
-        target: &message.method,
-        arguments: [envelope],
+        target,
+        arguments: [argument],
     })
 }
 
@@ -284,18 +375,22 @@ mod tests {
     }
 
     #[test]
-    fn handshake_accepts_json_version_1() {
+    fn handshake_accepts_json_and_messagepack() {
         assert_eq!(
             parse_handshake(r#"{"protocol":"json","version":1}"#),
-            Ok(())
+            Ok(HubProtocol::Json)
+        );
+        assert_eq!(
+            parse_handshake(r#"{"protocol":"messagepack","version":1}"#),
+            Ok(HubProtocol::MessagePack)
         );
     }
 
     #[test]
-    fn handshake_rejects_messagepack() {
-        let error = parse_handshake(r#"{"protocol":"messagepack","version":1}"#).unwrap_err();
+    fn handshake_rejects_unknown_protocol() {
+        let error = parse_handshake(r#"{"protocol":"blazorpack","version":1}"#).unwrap_err();
 
-        assert_eq!(error, "Requested protocol 'messagepack' is not available.");
+        assert_eq!(error, "Requested protocol 'blazorpack' is not available.");
     }
 
     #[test]
@@ -443,7 +538,10 @@ mod tests {
             data: json!({"title": "t"}),
         };
 
-        let frame = decode(&encode_hub_message(&message));
+        let Frame::Text(text) = HubProtocol::Json.hub_message(&message) else {
+            panic!("the json protocol encodes text frames");
+        };
+        let frame = decode(text.as_str());
 
         assert_eq!(
             frame,
@@ -458,6 +556,19 @@ mod tests {
                     "data": {"title": "t"}
                 }]
             })
+        );
+    }
+
+    #[test]
+    fn client_invocation_encoding() {
+        let frame = decode(&encode_client_invocation(
+            "resync",
+            &json!({"group": "task:1"}),
+        ));
+
+        assert_eq!(
+            frame,
+            json!({"type": 1, "target": "resync", "arguments": [{"group": "task:1"}]})
         );
     }
 

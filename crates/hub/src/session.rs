@@ -18,10 +18,11 @@ use crate::framing::{FramingError, RecordReader, RECORD_SEPARATOR};
 use crate::http_transport::HttpInbound;
 use crate::hub::HubShared;
 use crate::invocation;
+use crate::msgpack::{self, BinaryReader};
 use crate::outbound::OutboundPump;
 use crate::protocol::{
-    encode_completion_error, encode_handshake_response, parse_client_message, parse_handshake,
-    ClientMessage, CloseMessage,
+    encode_handshake_response, parse_client_message, parse_handshake, ClientMessage, CloseMessage,
+    HubProtocol,
 };
 
 /// How long a closing connection may take to write its last frames. A client that stops
@@ -114,7 +115,7 @@ pub(crate) async fn run_websocket(
         tokio::spawn(write_websocket(sink, pump, Arc::clone(&connection)).instrument(span.clone()));
 
     async move {
-        run(&shared, &connection, Inbound::WebSocket(stream)).await;
+        run(&shared, &connection, Inbound::WebSocket(stream), true).await;
         finish_writer(writer).await;
         drop(cleanup);
     }
@@ -155,14 +156,23 @@ impl Drop for Cleanup {
 }
 
 /// Runs the handshake and then the client's messages until the connection closes. Returns
-/// once the connection is closed; the transport then sends the final frame.
-pub(crate) async fn run(shared: &HubShared, connection: &Arc<Connection>, mut inbound: Inbound) {
-    let settings = &shared.settings;
-    let mut reader = RecordReader::new(settings.max_message_size);
-
-    if let Some(leftover) = accept_handshake(shared, connection, &mut inbound).await {
+/// once the connection is closed, and the transport then sends the final frame.
+/// `binary_transport` tells whether the transport can carry a binary hub protocol.
+pub(crate) async fn run(
+    shared: &HubShared,
+    connection: &Arc<Connection>,
+    mut inbound: Inbound,
+    binary_transport: bool,
+) {
+    let handshake = accept_handshake(shared, connection, &mut inbound, binary_transport).await;
+    if let Some(leftover) = handshake {
+        let mut reader =
+            MessageReader::new(connection.protocol(), shared.settings.max_message_size);
         shared.register(connection);
-        tracing::info!("hub connection opened");
+        tracing::info!(
+            protocol = connection.protocol().name(),
+            "hub connection opened"
+        );
         if handle_data(shared, connection, &mut reader, &leftover).await {
             read_loop(shared, connection, inbound, reader).await;
         }
@@ -188,6 +198,7 @@ async fn accept_handshake(
     shared: &HubShared,
     connection: &Connection,
     inbound: &mut Inbound,
+    binary_transport: bool,
 ) -> Option<Bytes> {
     let settings = &shared.settings;
     let handshake = tokio::select! {
@@ -208,7 +219,15 @@ async fn accept_handshake(
             connection.reject_handshake(error);
             None
         }
-        Ok(Ok(leftover)) => {
+        Ok(Ok((protocol, _))) if protocol.is_binary() && !binary_transport => {
+            connection.reject_handshake(format!(
+                "Cannot use the '{}' protocol on the current transport: it carries only text.",
+                protocol.name()
+            ));
+            None
+        }
+        Ok(Ok((protocol, leftover))) => {
+            connection.set_protocol(protocol);
             connection.send(encode_handshake_response(None));
             Some(leftover)
         }
@@ -222,7 +241,7 @@ enum HandshakeFailure {
 }
 
 /// Reads until the first record separator, checks what precedes it as a handshake request,
-/// and returns the bytes that followed it.
+/// and returns the chosen protocol and the bytes that followed the request.
 ///
 /// The handshake request is JSON text whatever the hub protocol, so it is read as bytes:
 /// a client may send it in a binary WebSocket message when it intends a binary protocol.
@@ -230,7 +249,7 @@ async fn read_handshake(
     inbound: &mut Inbound,
     max_len: usize,
     client_timeout: Duration,
-) -> Result<Bytes, HandshakeFailure> {
+) -> Result<(HubProtocol, Bytes), HandshakeFailure> {
     let mut buffer: Vec<u8> = Vec::new();
     loop {
         let bytes = match inbound.next(client_timeout).await {
@@ -253,8 +272,8 @@ async fn read_handshake(
         let request = std::str::from_utf8(&buffer[..end]).map_err(|_| {
             HandshakeFailure::Rejected("Handshake request is not valid UTF-8.".to_owned())
         })?;
-        parse_handshake(request).map_err(HandshakeFailure::Rejected)?;
-        return Ok(Bytes::copy_from_slice(&buffer[end + 1..]));
+        let protocol = parse_handshake(request).map_err(HandshakeFailure::Rejected)?;
+        return Ok((protocol, Bytes::copy_from_slice(&buffer[end + 1..])));
     }
 }
 
@@ -264,7 +283,7 @@ async fn read_loop(
     shared: &HubShared,
     connection: &Arc<Connection>,
     mut inbound: Inbound,
-    mut reader: RecordReader,
+    mut reader: MessageReader,
 ) {
     let settings = &shared.settings;
     loop {
@@ -292,11 +311,14 @@ async fn read_loop(
             InboundEvent::Data { bytes, binary } => (bytes, binary),
         };
 
-        if binary {
-            protocol_error(
-                connection,
-                "binary WebSocket messages are not supported by the json hub protocol",
+        let protocol = connection.protocol();
+        if binary != protocol.is_binary() && matches!(inbound, Inbound::WebSocket(_)) {
+            let kind = if binary { "binary" } else { "text" };
+            let error = format!(
+                "{kind} WebSocket messages are not supported by the {} hub protocol",
+                protocol.name()
             );
+            protocol_error(connection, &error);
             return;
         }
         if !handle_data(shared, connection, &mut reader, &bytes).await {
@@ -305,12 +327,52 @@ async fn read_loop(
     }
 }
 
-/// Splits `bytes` into records and runs them. Returns false when the connection must stop
+/// Splits incoming bytes into the messages of the connection's hub protocol.
+enum MessageReader {
+    Json(RecordReader),
+    MessagePack(BinaryReader),
+}
+
+impl MessageReader {
+    fn new(protocol: HubProtocol, max_message_size: usize) -> Self {
+        match protocol {
+            HubProtocol::Json => MessageReader::Json(RecordReader::new(max_message_size)),
+            HubProtocol::MessagePack => {
+                MessageReader::MessagePack(BinaryReader::new(max_message_size))
+            }
+        }
+    }
+
+    /// Returns the messages that `bytes` completes, each parsed or with the error that
+    /// closes the connection.
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<Result<ClientMessage, String>>, String> {
+        match self {
+            MessageReader::Json(reader) => {
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|_| "hub message is not valid UTF-8".to_owned())?;
+                let records = reader.push(text).map_err(|error| error.to_string())?;
+                Ok(records
+                    .iter()
+                    .map(|record| parse_client_message(record))
+                    .collect())
+            }
+            MessageReader::MessagePack(reader) => {
+                let payloads = reader.push(bytes).map_err(|error| error.to_string())?;
+                Ok(payloads
+                    .iter()
+                    .map(|payload| msgpack::parse_client_message(payload))
+                    .collect())
+            }
+        }
+    }
+}
+
+/// Splits `bytes` into messages and runs them. Returns false when the connection must stop
 /// reading.
 async fn handle_data(
     shared: &HubShared,
     connection: &Arc<Connection>,
-    reader: &mut RecordReader,
+    reader: &mut MessageReader,
     bytes: &[u8],
 ) -> bool {
     let max = shared.settings.max_message_size;
@@ -321,28 +383,24 @@ async fn handle_data(
         );
         return false;
     }
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        protocol_error(connection, "hub message is not valid UTF-8");
-        return false;
-    };
-    let records = match reader.push(text) {
-        Ok(records) => records,
+    match reader.push(bytes) {
+        Ok(messages) => handle_messages(shared, connection, messages).await,
         Err(error) => {
-            protocol_error(connection, &error.to_string());
-            return false;
+            protocol_error(connection, &error);
+            false
         }
-    };
-    handle_records(shared, connection, records).await
+    }
 }
 
-/// Handles complete records in order. Returns false when the connection must stop reading.
-async fn handle_records(
+/// Handles parsed messages in order, and closes the connection at the first that failed to
+/// parse. Returns false when the connection must stop reading.
+async fn handle_messages(
     shared: &HubShared,
     connection: &Arc<Connection>,
-    records: Vec<String>,
+    messages: Vec<Result<ClientMessage, String>>,
 ) -> bool {
-    for record in records {
-        let message = match parse_client_message(&record) {
+    for message in messages {
+        let message = match message {
             Ok(message) => message,
             Err(error) => {
                 protocol_error(connection, &error);
@@ -364,7 +422,7 @@ async fn handle_records(
                     invocation.target
                 );
                 if let Some(id) = &invocation.invocation_id {
-                    connection.send(encode_completion_error(id, &error));
+                    connection.send(connection.protocol().completion_error(id, &error));
                 }
             }
             // Invocations run to completion before the next message is read, so there is

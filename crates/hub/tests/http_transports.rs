@@ -595,3 +595,41 @@ async fn event_stream_ends_after_close_message() {
         .starts_with("invalid hub message"));
     assert_eq!(end, None);
 }
+
+#[tokio::test]
+async fn messagepack_over_event_stream_is_rejected() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let token = token_for(&user);
+    let connection_token = server.negotiate(&token).await;
+    let query = format!("?id={connection_token}");
+    let response = hub_request(
+        &server,
+        Method::GET,
+        &query,
+        &token,
+        Some("text/event-stream"),
+        Body::empty(),
+    )
+    .await;
+    let mut events = EventReader::new(response);
+
+    let handshake = "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}";
+    hub_request(
+        &server,
+        Method::POST,
+        &query,
+        &token,
+        None,
+        Body::from(handshake),
+    )
+    .await;
+    let data = events.next_data().await.expect("a handshake response");
+    let end = events.next_data().await;
+
+    let response: Value = serde_json::from_str(data.trim_end_matches(RECORD_SEPARATOR)).unwrap();
+    let error = response["error"].as_str().unwrap();
+    assert!(error.contains("'messagepack'"), "{error}");
+    assert_eq!(end, None);
+    assert_eq!(server.hub.connection_count(), 0);
+}

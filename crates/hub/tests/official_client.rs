@@ -144,9 +144,23 @@ async fn official_client_over_long_polling() {
     joins_and_receives_ordered_events("longpolling").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_with_messagepack() {
+    joins_and_receives_ordered_events_with("websockets", "messagepack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_with_messagepack_over_long_polling() {
+    joins_and_receives_ordered_events_with("longpolling", "messagepack").await;
+}
+
 /// Joins a task, a job and an unknown task with the official client on `transport`, then
 /// checks that exactly the messages after each grant arrive, in order.
 async fn joins_and_receives_ordered_events(transport: &str) {
+    joins_and_receives_ordered_events_with(transport, "json").await;
+}
+
+async fn joins_and_receives_ordered_events_with(transport: &str, protocol: &str) {
     let server = TestServer::start().await;
     let user = principal();
     let task_id = server
@@ -159,6 +173,8 @@ async fn joins_and_receives_ordered_events(transport: &str) {
     let args = [
         "--transport".to_owned(),
         transport.to_owned(),
+        "--protocol".to_owned(),
+        protocol.to_owned(),
         "--join-task".to_owned(),
         task_id.to_string(),
         "--join-job".to_owned(),
@@ -322,4 +338,53 @@ async fn sees_shutdown_close(transport: &str) {
 
     assert_eq!(event, json!({"event": "closed", "error": null}));
     assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_resumes_after_reconnect() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let task_id = server.backend.add_task(user.tenant_id, 0, json!({}));
+    let group = format!("task:{task_id}");
+    let join_args = ["--join-task".to_owned(), task_id.to_string()];
+    let mut first = NodeClient::spawn(&server.http_url(), &token_for(&user), &join_args).await;
+    first.events_until("ready").await;
+    for seq in 1..=5 {
+        server.publish(&group, seq, "taskUpdated");
+    }
+    let mut received_first = Vec::new();
+    for _ in 0..5 {
+        received_first.push(first.next_event().await["envelope"]["seq"].as_i64());
+    }
+    let status = first.stop().await;
+    assert!(status.success(), "first hub-client exited with {status}");
+
+    let resume_args = ["--resume".to_owned(), format!("{group}:2")];
+    let mut second = NodeClient::spawn(&server.http_url(), &token_for(&user), &resume_args).await;
+    let before_ready = second.events_until("ready").await;
+    server.publish(&group, 6, "taskUpdated");
+    let live = second.next_event().await;
+
+    let missed: Vec<Option<i64>> = before_ready
+        .iter()
+        .filter(|event| event["event"] == "message")
+        .map(|event| event["envelope"]["seq"].as_i64())
+        .collect();
+    let resumed: Vec<&Value> = before_ready
+        .iter()
+        .filter(|event| event["event"] == "resumed")
+        .collect();
+    assert_eq!(
+        received_first,
+        [Some(1), Some(2), Some(3), Some(4), Some(5)]
+    );
+    assert_eq!(missed, [Some(3), Some(4), Some(5)]);
+    assert_eq!(
+        resumed,
+        [&json!({"event": "resumed", "result": [{"group": group, "seq": 5}]})]
+    );
+    assert_eq!(live["event"], "message");
+    assert_eq!(live["envelope"]["seq"], 6);
+    let status = second.stop().await;
+    assert!(status.success(), "second hub-client exited with {status}");
 }

@@ -65,18 +65,18 @@ async fn handshake_with_ping_in_same_frame() {
 }
 
 #[tokio::test]
-async fn handshake_rejects_messagepack() {
+async fn handshake_rejects_unknown_protocol() {
     let server = TestServer::start().await;
     let mut client = connect_without_handshake(&server).await;
 
     client
-        .send(json!({"protocol": "messagepack", "version": 1}))
+        .send(json!({"protocol": "blazorpack", "version": 1}))
         .await;
     let records = client.read_until_closed().await;
 
     assert_eq!(
         records,
-        vec![json!({"error": "Requested protocol 'messagepack' is not available."})]
+        vec![json!({"error": "Requested protocol 'blazorpack' is not available."})]
     );
     assert_eq!(server.hub.connection_count(), 0);
 }

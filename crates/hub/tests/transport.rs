@@ -29,9 +29,9 @@ async fn negotiate_v1_returns_token_and_transports() {
     assert_eq!(
         response["availableTransports"],
         json!([
-            {"transport": "WebSockets", "transferFormats": ["Text"]},
+            {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
             {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
-            {"transport": "LongPolling", "transferFormats": ["Text"]}
+            {"transport": "LongPolling", "transferFormats": ["Text", "Binary"]}
         ])
     );
 }

@@ -14,8 +14,8 @@ use futures::{SinkExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tasklane_hub::{
-    AuthRejected, Hub, HubBackend, HubMessage, HubSettings, JoinError, JoinGrant, JoinTarget,
-    Principal,
+    AuthRejected, CatchUp, Hub, HubBackend, HubMessage, HubSettings, JoinError, JoinGrant,
+    JoinTarget, Principal,
 };
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -62,14 +62,17 @@ struct Gate {
     release: oneshot::Receiver<()>,
 }
 
-/// Accepts tokens `user-<uuid>-tenant-<uuid>` and grants joins of the tasks and jobs
-/// added to it, within their tenant.
+/// Accepts tokens `user-<uuid>-tenant-<uuid>`, grants joins of the tasks and jobs added to
+/// it within their tenant, and keeps the history of every message published through
+/// [`TestServer::publish`] for catch-up.
 #[derive(Default)]
 pub struct TestBackend {
     tasks: Mutex<HashMap<Uuid, Entity>>,
     jobs: Mutex<HashMap<Uuid, Entity>>,
     gates: Mutex<HashMap<Uuid, Gate>>,
+    catch_up_gates: Mutex<HashMap<String, Gate>>,
     failing: Mutex<Vec<Uuid>>,
+    history: Mutex<HashMap<String, Vec<HubMessage>>>,
 }
 
 impl TestBackend {
@@ -112,6 +115,34 @@ impl TestBackend {
     pub fn fail_task(&self, task_id: Uuid) {
         self.failing.lock().push(task_id);
     }
+
+    /// Makes the next catch-up of `group` wait after it has read the history, like
+    /// [`Self::gate_task`].
+    pub fn gate_catch_up(&self, group: &str) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        let gate = Gate {
+            started: started_tx,
+            release: release_rx,
+        };
+        self.catch_up_gates.lock().insert(group.to_owned(), gate);
+        (started_rx, release_tx)
+    }
+
+    pub fn record(&self, message: &HubMessage) {
+        self.history
+            .lock()
+            .entry(message.group.clone())
+            .or_default()
+            .push(message.clone());
+    }
+
+    /// Drops the history of `group` before `seq`, as a retention limit would.
+    pub fn forget_before(&self, group: &str, seq: i64) {
+        if let Some(messages) = self.history.lock().get_mut(group) {
+            messages.retain(|message| message.seq >= seq);
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -148,6 +179,32 @@ impl HubBackend for TestBackend {
             seq: entity.seq,
             snapshot: entity.snapshot.clone(),
         })
+    }
+
+    /// Returns the recorded messages after `after_seq`, or `Resync` unless the history
+    /// starts at `after_seq + 1` or earlier.
+    async fn catch_up(
+        &self,
+        _principal: &Principal,
+        group: &str,
+        after_seq: i64,
+    ) -> Result<CatchUp, JoinError> {
+        let messages = self.history.lock().get(group).cloned().unwrap_or_default();
+        let gate = self.catch_up_gates.lock().remove(group);
+        if let Some(gate) = gate {
+            let _ = gate.started.send(());
+            let _ = gate.release.await;
+        }
+
+        let first_seq = messages.first().map(|message| message.seq);
+        if first_seq.is_some_and(|first_seq| first_seq > after_seq + 1) {
+            return Ok(CatchUp::Resync);
+        }
+        let missed = messages
+            .into_iter()
+            .filter(|message| message.seq > after_seq)
+            .collect();
+        Ok(CatchUp::Messages(missed))
     }
 }
 
@@ -224,15 +281,22 @@ impl TestServer {
         client
     }
 
-    pub fn publish(&self, group: &str, seq: i64, method: &str) -> HubMessage {
-        let message = HubMessage {
+    /// Builds a test message whose data is `{"seq": seq}`.
+    pub fn message(&self, group: &str, seq: i64, method: &str) -> HubMessage {
+        HubMessage {
             group: group.to_owned(),
             seq,
             event_id: Uuid::new_v4(),
             event_type: "test.event".to_owned(),
             method: method.to_owned(),
             data: json!({ "seq": seq }),
-        };
+        }
+    }
+
+    /// Records a message in the backend's history and dispatches it, as the relay does.
+    pub fn publish(&self, group: &str, seq: i64, method: &str) -> HubMessage {
+        let message = self.message(group, seq, method);
+        self.backend.record(&message);
         self.hub.dispatch(&message);
         message
     }
