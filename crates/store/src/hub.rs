@@ -59,3 +59,41 @@ pub async fn last_seq(pool: &PgPool, group_name: &str) -> Result<i64, StoreError
         .await?;
     Ok(seq.unwrap_or(0))
 }
+
+/// Reads the messages of a group with a sequence number greater than `after_seq`, in
+/// order. Returns `None` when the stored history cannot replay them: `after_seq` is beyond
+/// the group's last sequence number, a message in between is missing, or there are more
+/// than `max_messages`.
+///
+/// The relay numbers each group's messages without gaps, so a complete history holds
+/// exactly `last_seq - after_seq` of them.
+pub async fn messages_after(
+    pool: &PgPool,
+    group_name: &str,
+    after_seq: i64,
+    max_messages: i64,
+) -> Result<Option<Vec<SequencedMessage>>, StoreError> {
+    // The last sequence number is read first. Every message up to it was committed in the
+    // same transaction as its number, so the read below finds them all unless some were
+    // deleted.
+    let last_seq = last_seq(pool, group_name).await?;
+    let expected = last_seq.saturating_sub(after_seq);
+    if expected < 0 || expected > max_messages {
+        return Ok(None);
+    }
+
+    let messages: Vec<SequencedMessage> = sqlx::query_as(
+        "select group_name, seq, event_id, method, envelope from hub_messages
+         where group_name = $1 and seq > $2 and seq <= $3
+         order by seq",
+    )
+    .bind(group_name)
+    .bind(after_seq)
+    .bind(last_seq)
+    .fetch_all(pool)
+    .await?;
+    if messages.len() as i64 != expected {
+        return Ok(None);
+    }
+    Ok(Some(messages))
+}

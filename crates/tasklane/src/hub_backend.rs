@@ -1,9 +1,13 @@
 //! The hub's view of the database: who a token belongs to, and what they may join.
 
 use tasklane_auth::TokenIssuer;
-use tasklane_hub::{AuthRejected, HubBackend, JoinError, JoinGrant, JoinTarget, Principal};
+use tasklane_hub::{AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal};
 use tasklane_store::access_cache::AccessCache;
 use tasklane_store::{hub, jobs, tasks, PgPool};
+
+/// Maximum number of missed messages replayed per group on resume. A client that missed
+/// more fetches the current state again.
+const MAX_CATCH_UP_MESSAGES: i64 = 500;
 
 pub struct StoreHubBackend {
     pub pool: PgPool,
@@ -56,5 +60,32 @@ impl HubBackend for StoreHubBackend {
         };
         let snapshot = snapshot.ok_or(JoinError::NotFound)?;
         Ok(JoinGrant { group, seq, snapshot })
+    }
+
+    /// Replays the group's messages from `hub_messages`, or asks for a resync when the
+    /// table no longer has all of them.
+    async fn catch_up(&self, _principal: &Principal, group: &str, after_seq: i64) -> Result<CatchUp, JoinError> {
+        let stored = hub::messages_after(&self.pool, group, after_seq, MAX_CATCH_UP_MESSAGES)
+            .await
+            .map_err(internal)?;
+        let Some(stored) = stored else {
+            return Ok(CatchUp::Resync);
+        };
+        let messages = stored.into_iter().map(to_hub_message).collect();
+        Ok(CatchUp::Messages(messages))
+    }
+}
+
+/// Rebuilds the message the relay published from its stored envelope.
+fn to_hub_message(stored: hub::SequencedMessage) -> HubMessage {
+    let event_type = stored.envelope.get("type").and_then(|value| value.as_str()).unwrap_or_default().to_owned();
+    let data = stored.envelope.get("data").cloned().unwrap_or_default();
+    HubMessage {
+        group: stored.group_name,
+        seq: stored.seq,
+        event_id: stored.event_id,
+        event_type,
+        method: stored.method,
+        data,
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::{HubClient, TestApp};
 use serde_json::{json, Value};
+use tasklane_hub::HubMessage;
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,6 +153,116 @@ async fn mention_notifies_mentioned_member() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
     let author_listed: Value = app.get(&author.token, "/api/v1/notifications").await.json().await.unwrap();
     assert_eq!(author_listed["items"].as_array().unwrap().len(), 0, "{author_listed}");
+    client.stop().await;
+    app.stop().await;
+}
+
+/// Records a notification for `group` in `hub_messages` as the relay does, and returns the
+/// message the relay would publish.
+async fn append_notification(app: &TestApp, group: &str, tenant_id: Uuid, text: &str) -> HubMessage {
+    let event_id = Uuid::new_v4();
+    let data = json!({ "text": text });
+    let mut tx = app.pool.begin().await.unwrap();
+    let stored = tasklane_store::hub::append(&mut tx, group, Some(tenant_id), event_id, "notification", |seq| {
+        json!({ "event_id": event_id, "group": group, "seq": seq, "type": "notification.created", "data": data })
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    HubMessage {
+        group: group.to_owned(),
+        seq: stored.seq,
+        event_id,
+        event_type: "notification.created".to_owned(),
+        method: "notification".to_owned(),
+        data,
+    }
+}
+
+fn messages(lines: &[Value]) -> Vec<(i64, String)> {
+    lines
+        .iter()
+        .filter(|line| line["event"] == "message")
+        .map(|line| {
+            let envelope = &line["envelope"];
+            (envelope["seq"].as_i64().unwrap(), envelope["data"]["text"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+// The messages are written to `hub_messages` directly and the live one is dispatched to the
+// hub directly, so the test covers the PostgreSQL catch-up without depending on the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_replays_missed_messages_then_live() {
+    let app = TestApp::spawn().await;
+    let account = app.register("Resume").await;
+    let group = format!("user:{}", account.user_id);
+    for n in 1..=5 {
+        append_notification(&app, &group, account.tenant_id, &format!("n{n}")).await;
+    }
+
+    let resume = vec!["--resume".to_owned(), format!("{group}:2")];
+    let mut client = HubClient::connect_with_args(&app.hub_url(), &account.token, &resume).await;
+    let before_ready = std::mem::take(&mut client.seen);
+    let live = append_notification(&app, &group, account.tenant_id, "n6").await;
+    app.hub().dispatch(&live);
+    client
+        .wait_for(|line| line["event"] == "message" && line["envelope"]["seq"] == 6, Duration::from_secs(10))
+        .await;
+
+    let replayed = messages(&before_ready);
+    let expected: Vec<(i64, String)> = (3..=5).map(|n| (n, format!("n{n}"))).collect();
+    assert_eq!(replayed, expected);
+    let resumed = before_ready.iter().find(|line| line["event"] == "resumed").expect("a resumed line");
+    assert_eq!(resumed["result"], json!([{ "group": group, "seq": 5 }]));
+    let after_ready = messages(&client.seen);
+    assert_eq!(after_ready, [(6, "n6".to_owned())]);
+    client.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_over_history_gap_asks_for_resync() {
+    let app = TestApp::spawn().await;
+    let account = app.register("Gap").await;
+    let group = format!("user:{}", account.user_id);
+    for n in 1..=3 {
+        append_notification(&app, &group, account.tenant_id, &format!("n{n}")).await;
+    }
+    sqlx::query("delete from hub_messages where group_name = $1 and seq = 2")
+        .bind(&group)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let resume = vec!["--resume".to_owned(), format!("{group}:1")];
+    let client = HubClient::connect_with_args(&app.hub_url(), &account.token, &resume).await;
+
+    let resync = client.seen.iter().find(|line| line["event"] == "resync").expect("a resync line");
+    assert_eq!(resync["group"], group);
+    let resumed = client.seen.iter().find(|line| line["event"] == "resumed").expect("a resumed line");
+    assert_eq!(resumed["result"], json!([{ "group": group, "resync": true }]));
+    assert!(messages(&client.seen).is_empty(), "{:?}", client.seen);
+    client.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_from_unknown_seq_asks_for_resync() {
+    let app = TestApp::spawn().await;
+    let account = app.register("Resync").await;
+    let task = app.create_task(&account, "Stale").await;
+    let task_id: Uuid = task["id"].as_str().unwrap().parse().unwrap();
+    let group = format!("task:{task_id}");
+
+    // A sequence number beyond the group's last one, as after the history was reset.
+    let resume = vec!["--resume".to_owned(), format!("{group}:1000")];
+    let client = HubClient::connect_with_args(&app.hub_url(), &account.token, &resume).await;
+
+    let resync = client.seen.iter().find(|line| line["event"] == "resync").expect("a resync line");
+    assert_eq!(resync["group"], group);
+    let resumed = client.seen.iter().find(|line| line["event"] == "resumed").expect("a resumed line");
+    assert_eq!(resumed["result"], json!([{ "group": group, "resync": true }]));
     client.stop().await;
     app.stop().await;
 }

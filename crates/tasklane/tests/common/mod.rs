@@ -75,6 +75,12 @@ impl TestApp {
         }
     }
 
+    /// The running hub, for tests that publish to it without the relay.
+    pub fn hub(&self) -> tasklane_hub::Hub {
+        let application = self.application.as_ref().expect("the application is running");
+        application.hub.clone().expect("the hub role runs")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -177,17 +183,24 @@ pub struct HubClient {
 impl HubClient {
     /// Connects, performs the joins, and waits until the client reports it is ready.
     pub async fn connect(hub_url: &str, token: &str, tasks: &[Uuid], jobs: &[Uuid]) -> Self {
+        let mut args = Vec::new();
+        for id in tasks {
+            args.extend(["--join-task".to_owned(), id.to_string()]);
+        }
+        for id in jobs {
+            args.extend(["--join-job".to_owned(), id.to_string()]);
+        }
+        Self::connect_with_args(hub_url, token, &args).await
+    }
+
+    /// Connects with more `hub-client.mjs` options, such as `--resume GROUP:SEQ`, and waits
+    /// until the client reports it is ready.
+    pub async fn connect_with_args(hub_url: &str, token: &str, args: &[String]) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js/hub-client.mjs");
         let modules = script.parent().unwrap().join("node_modules/@microsoft/signalr");
         assert!(modules.exists(), "the SignalR client is not installed; run `npm ci --prefix tests/js`");
         let mut command = Command::new("node");
-        command.arg(script).args(["--url", hub_url, "--token", token]);
-        for id in tasks {
-            command.args(["--join-task", &id.to_string()]);
-        }
-        for id in jobs {
-            command.args(["--join-job", &id.to_string()]);
-        }
+        command.arg(script).args(["--url", hub_url, "--token", token]).args(args);
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

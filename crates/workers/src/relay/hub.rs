@@ -82,8 +82,8 @@ impl Destination for HubDestination {
         let messages = std::mem::take(&mut *self.pending.lock().await);
         for message in messages {
             let Ok(payload) = serde_json::to_string(&message) else { continue };
-            // NOTE: a message the backplane misses is still in `hub_messages`; live clients
-            // only see it once they resume, which the hub does not offer yet.
+            // NOTE: a message the backplane misses is still in `hub_messages`, and a live
+            // client gets it only when it reconnects and calls the hub's `Resume`.
             self.cache.publish(HUB_CHANNEL, &payload).await;
         }
     }
