@@ -120,6 +120,20 @@ pub struct AuthSettings {
     /// was issued, for clients that refresh from two tabs at once.
     #[serde(with = "humantime_serde")]
     pub refresh_reuse_grace: Duration,
+    pub login_limits: LoginLimits,
+}
+
+/// Limits on password attempts. Attempts count in fixed windows, and once a key exceeds its
+/// limit, logins for it answer 429 until the window ends.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginLimits {
+    /// Attempts per e-mail address and window, whether or not the account exists.
+    pub max_attempts_per_account: i32,
+    /// Attempts per client address and window; successful logins do not count.
+    pub max_attempts_per_ip: i32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -191,6 +205,11 @@ access_token_ttl = "15m"
 refresh_token_idle_ttl = "14days"
 session_max_lifetime = "30days"
 refresh_reuse_grace = "10s"
+
+[auth.login_limits]
+max_attempts_per_account = 5
+max_attempts_per_ip = 50
+window = "15m"
 
 [import]
 source_zone = "UTC"

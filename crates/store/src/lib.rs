@@ -12,6 +12,7 @@ pub mod hub;
 pub mod idempotency;
 pub mod import;
 pub mod jobs;
+pub mod login_attempts;
 pub mod notifications;
 pub mod outbox;
 pub mod projects;

@@ -1,5 +1,5 @@
 //! Authentication against the running application: access-token signing and validation,
-//! refresh-token rotation, logout and revocation that takes effect at once.
+//! refresh-token rotation, logout, revocation that takes effect at once, and login limits.
 //!
 //! Each test names the OWASP ASVS 5.0 requirement it covers; docs/asvs-coverage.md lists
 //! them all.
@@ -570,5 +570,103 @@ async fn access_cache_follows_notifications() {
     stop.send(()).unwrap();
     listener.await.unwrap();
     assert!(!cache.is_listening());
+    app.stop().await;
+}
+
+async fn attempt_login(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    post(app, "/api/v1/auth/login", json!({ "email": email, "password": password })).await
+}
+
+// ASVS 6.3.1: parallel wrong passwords are counted exactly, and the account locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_lockout_counts_parallel_attempts() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Lockout").await;
+    let email = registered["email"].as_str().unwrap().to_owned();
+
+    let attempts = (0..20).map(|_| attempt_login(&app, &email, "wrong password"));
+    let statuses: Vec<u16> = futures::future::join_all(attempts).await.iter().map(|r| r.status().as_u16()).collect();
+
+    let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(unauthorized, 5, "{statuses:?}");
+    assert_eq!(limited, 15, "{statuses:?}");
+    let correct = attempt_login(&app, &email, PASSWORD).await;
+    assert_eq!(correct.status(), 429, "a locked account must not log in even with the password");
+    let retry_after: u64 = correct.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "Retry-After {retry_after}");
+    let lockouts: i64 = sqlx::query_scalar("select count(*) from outbox where event_type = 'auth.login_locked_out'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(lockouts, 1);
+    let failures: i64 = sqlx::query_scalar("select count(*) from outbox where event_type = 'auth.login_failed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(failures, 5);
+    app.stop().await;
+}
+
+// ASVS 6.3.8: unknown and existing accounts get the same answers, lockout included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_account_answers_like_known() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Enumeration").await;
+    let known = registered["email"].as_str().unwrap().to_owned();
+    let unknown = format!("{}@example.com", Uuid::new_v4().simple());
+
+    let mut answers = Vec::new();
+    for email in [&known, &unknown] {
+        let mut sequence = Vec::new();
+        for _ in 0..7 {
+            let response = attempt_login(&app, email, "wrong password").await;
+            let status = response.status().as_u16();
+            let has_retry_after = response.headers().contains_key("retry-after");
+            let body: Value = response.json().await.unwrap();
+            sequence.push((status, has_retry_after, body["detail"].clone()));
+        }
+        answers.push(sequence);
+    }
+
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][4].0, 401);
+    assert_eq!(answers[0][5].0, 429);
+    app.stop().await;
+}
+
+// ASVS 6.3.1: a successful login resets the account's counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_login_resets_counter() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Reset").await;
+    let email = registered["email"].as_str().unwrap().to_owned();
+    for _ in 0..4 {
+        assert_eq!(attempt_login(&app, &email, "wrong password").await.status(), 401);
+    }
+
+    assert_eq!(attempt_login(&app, &email, PASSWORD).await.status(), 200);
+
+    for attempt in 1..=5 {
+        let status = attempt_login(&app, &email, "wrong password").await.status();
+        assert_eq!(status, 401, "attempt {attempt} after the reset");
+    }
+    assert_eq!(attempt_login(&app, &email, PASSWORD).await.status(), 429);
+    app.stop().await;
+}
+
+// ASVS 6.3.1: one address trying many accounts is limited too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_limit_spans_accounts() {
+    let app = TestApp::spawn().await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..51 {
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        statuses.push(attempt_login(&app, &email, "wrong password").await.status().as_u16());
+    }
+
+    assert!(statuses[..50].iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(statuses[50], 429);
     app.stop().await;
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tasklane_auth::{hash_password, verify_password, PasswordError};
 use tasklane_domain::EventType;
 use tasklane_store::accounts::{self, NewAccount};
-use tasklane_store::auth_events;
+use tasklane_store::{auth_events, login_attempts};
 
 use super::required_text;
 use super::sessions::{start_session, TokenPair};
@@ -85,6 +85,8 @@ async fn login(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let credentials = accounts::find_credentials(&state.pool, request.email.trim()).await?;
     let known_user = credentials.as_ref().map(|c| c.user_id);
+    let keys = ThrottleKeys::new(&request.email, client_ip);
+    check_login_limits(&state, &keys, known_user, client_ip).await?;
     let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
     let password = request.password;
     // Unknown accounts are verified against a dummy hash, so both take the same time.
@@ -95,6 +97,11 @@ async fn login(
         record_failure(&state, known_user, client_ip).await?;
         return Err(ApiError::Unauthorized);
     };
+
+    login_attempts::clear(&state.pool, &keys.account).await?;
+    if let Some(ip_key) = &keys.ip {
+        login_attempts::forgive_one(&state.pool, ip_key).await?;
+    }
 
     let memberships = accounts::memberships_of(&state.pool, credentials.user_id).await?;
     let active = match &request.tenant {
@@ -129,6 +136,72 @@ async fn record_failure(
     let data = serde_json::json!({ "user_id": user_id, "client_ip": client_ip });
     let subject = user_id.unwrap_or(uuid::Uuid::nil());
     auth_events::append(&mut tx, EventType::LoginFailed, None, None, subject, data).await?;
+    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    Ok(())
+}
+
+/// The login-attempt counters a request is charged to.
+struct ThrottleKeys {
+    account: String,
+    ip: Option<String>,
+}
+
+impl ThrottleKeys {
+    fn new(email: &str, client_ip: Option<std::net::IpAddr>) -> Self {
+        Self {
+            account: format!("account:{}", email.trim().to_lowercase()),
+            ip: client_ip.map(|ip| format!("ip:{ip}")),
+        }
+    }
+}
+
+/// Counts the attempt against the account and the client address, and rejects it with 429
+/// when either is over its limit. The account key is the e-mail address whether or not an
+/// account has it, so unknown and existing accounts get the same answers after the same work.
+async fn check_login_limits(
+    state: &AppState,
+    keys: &ThrottleKeys,
+    known_user: Option<uuid::Uuid>,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    let limits = &state.settings.auth.login_limits;
+    let mut retry_after_secs = None;
+
+    let account = login_attempts::record(&state.pool, &keys.account, limits.window).await?;
+    if account.attempts > limits.max_attempts_per_account {
+        if account.attempts == limits.max_attempts_per_account + 1 {
+            record_lockout(state, known_user, client_ip, "account").await?;
+        }
+        retry_after_secs = Some(account.retry_after_secs);
+    }
+    if let Some(ip_key) = &keys.ip {
+        let address = login_attempts::record(&state.pool, ip_key, limits.window).await?;
+        if address.attempts > limits.max_attempts_per_ip {
+            if address.attempts == limits.max_attempts_per_ip + 1 {
+                record_lockout(state, None, client_ip, "ip").await?;
+            }
+            retry_after_secs = retry_after_secs.max(Some(address.retry_after_secs));
+        }
+    }
+
+    match retry_after_secs {
+        Some(secs) => Err(ApiError::TooManyRequests { retry_after_secs: secs.max(1) as u64 }),
+        None => Ok(()),
+    }
+}
+
+/// Writes a lockout event when a key first goes over its limit in a window.
+async fn record_lockout(
+    state: &AppState,
+    user_id: Option<uuid::Uuid>,
+    client_ip: Option<std::net::IpAddr>,
+    limited_by: &str,
+) -> Result<(), ApiError> {
+    tracing::warn!(user_id = ?user_id, client_ip = ?client_ip, limited_by, "login attempts over the limit, locking out");
+    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let data = serde_json::json!({ "user_id": user_id, "client_ip": client_ip, "limited_by": limited_by });
+    let subject = user_id.unwrap_or(uuid::Uuid::nil());
+    auth_events::append(&mut tx, EventType::LoginLockedOut, None, None, subject, data).await?;
     tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(())
 }
