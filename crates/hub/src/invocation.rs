@@ -154,7 +154,7 @@ async fn join(
     tracing::debug!(%group, seq = grant.seq, "hub join completed");
 }
 
-pub(crate) const INTERNAL_ERROR: &str = "join failed because of an internal server error";
+const INTERNAL_ERROR: &str = "join failed because of an internal server error";
 
 pub(crate) fn fail_join(
     shared: &HubShared,

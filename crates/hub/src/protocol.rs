@@ -34,7 +34,7 @@ pub enum HubProtocol {
 }
 
 impl HubProtocol {
-    /// Whether the protocol needs a transport that carries binary data.
+    /// Returns whether the protocol needs a transport that carries binary data.
     pub fn is_binary(self) -> bool {
         self == HubProtocol::MessagePack
     }

@@ -16,7 +16,9 @@ use uuid::Uuid;
 use crate::backend::{CatchUp, JoinError, JoinTarget, Principal};
 use crate::connection::{Connection, Frame, OutboundEvent};
 use crate::hub::HubShared;
-use crate::invocation::INTERNAL_ERROR;
+
+/// The error text a client receives when the backend failed. The details are only logged.
+const INTERNAL_ERROR: &str = "resume failed because of an internal server error";
 
 /// Maximum number of groups in one `Resume` call, which bounds the work one call causes.
 pub(crate) const MAX_RESUME_GROUPS: usize = 100;

@@ -342,6 +342,17 @@ async fn sees_shutdown_close(transport: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_client_resumes_after_reconnect() {
+    resumes_after_reconnect("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_resumes_with_messagepack() {
+    resumes_after_reconnect("messagepack").await;
+}
+
+/// Receives messages 1 to 5 with one client, then resumes after 2 with a second client on
+/// `protocol`, which must receive 3 to 5 once and then the live message 6.
+async fn resumes_after_reconnect(protocol: &str) {
     let server = TestServer::start().await;
     let user = principal();
     let task_id = server.backend.add_task(user.tenant_id, 0, json!({}));
@@ -359,7 +370,12 @@ async fn official_client_resumes_after_reconnect() {
     let status = first.stop().await;
     assert!(status.success(), "first hub-client exited with {status}");
 
-    let resume_args = ["--resume".to_owned(), format!("{group}:2")];
+    let resume_args = [
+        "--resume".to_owned(),
+        format!("{group}:2"),
+        "--protocol".to_owned(),
+        protocol.to_owned(),
+    ];
     let mut second = NodeClient::spawn(&server.http_url(), &token_for(&user), &resume_args).await;
     let before_ready = second.events_until("ready").await;
     server.publish(&group, 6, "taskUpdated");

@@ -250,3 +250,21 @@ async fn leave_task_stops_delivery() {
         "no task message after leaving"
     );
 }
+
+#[tokio::test]
+async fn resume_internal_error_hides_details() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let task_id = server.backend.add_task(user.tenant_id, 0, json!({}));
+    server.backend.fail_task(task_id);
+    let group = format!("task:{task_id}");
+    let mut client = server.connect(&user).await;
+
+    invoke_resume(&mut client, "1", json!([{"group": group, "after_seq": 0}])).await;
+    let completion = client.next_message().await;
+
+    assert_eq!(
+        completion["result"],
+        json!([{"group": group, "error": "resume failed because of an internal server error"}])
+    );
+}

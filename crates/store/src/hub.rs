@@ -65,7 +65,7 @@ pub async fn last_seq(pool: &PgPool, group_name: &str) -> Result<i64, StoreError
 /// the group's last sequence number, a message in between is missing, or there are more
 /// than `max_messages`.
 ///
-/// The relay numbers each group's messages without gaps, so a complete history holds
+/// The relay numbers each group's messages without gaps, so a complete history contains
 /// exactly `last_seq - after_seq` of them.
 pub async fn messages_after(
     pool: &PgPool,

@@ -62,8 +62,8 @@ impl HubBackend for StoreHubBackend {
         Ok(JoinGrant { group, seq, snapshot })
     }
 
-    /// Replays the group's messages from `hub_messages`, or asks for a resync when the
-    /// table no longer has all of them.
+    /// Reads the group's missed messages from `hub_messages`, or returns `Resync` when the
+    /// table no longer contains all of them.
     async fn catch_up(&self, _principal: &Principal, group: &str, after_seq: i64) -> Result<CatchUp, JoinError> {
         let stored = hub::messages_after(&self.pool, group, after_seq, MAX_CATCH_UP_MESSAGES)
             .await
