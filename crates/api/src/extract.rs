@@ -3,6 +3,7 @@
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::header;
+use tasklane_auth::policy::{self, Action, Role};
 use uuid::Uuid;
 
 use crate::{ApiError, AppState};
@@ -37,12 +38,18 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Rejects callers whose role the policy does not allow `action`; a role name that does
+    /// not parse allows nothing.
+    pub fn authorize(&self, action: Action) -> Result<Role, ApiError> {
+        let role = self.role.parse::<Role>().ok().filter(|role| policy::is_allowed(*role, action));
+        role.ok_or_else(|| ApiError::Forbidden(format!("your role {:?} in this tenant may not do that", self.role)))
+    }
+
     /// Rejects callers whose tenant role may only read.
     pub fn require_writer(&self) -> Result<(), ApiError> {
-        match self.role.as_str() {
-            "owner" | "admin" | "member" => Ok(()),
-            _ => Err(ApiError::Forbidden("your role in this tenant may not make changes".into())),
-        }
+        self.authorize(Action::WriteContent)
+            .map(|_| ())
+            .map_err(|_| ApiError::Forbidden("your role in this tenant may not make changes".into()))
     }
 }
 

@@ -1,12 +1,14 @@
 //! Authentication primitives shared by the API, the hub and the workers: password hashing,
-//! signing keys, access tokens and refresh tokens.
+//! signing keys, access tokens, refresh and invitation tokens, and the role policy.
 
 pub mod keys;
 pub mod password;
+pub mod policy;
 pub mod refresh;
 pub mod token;
 
 pub use keys::{KeyError, KeySet};
 pub use password::{hash_password, verify_password, PasswordError};
-pub use refresh::{generate_refresh_token, hash_refresh_token, NewRefreshToken};
+pub use policy::{Action, Role};
+pub use refresh::{generate_invitation_token, generate_refresh_token, hash_refresh_token, NewRefreshToken};
 pub use token::{AccessClaims, TokenError, TokenIssuer};

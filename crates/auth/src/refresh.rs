@@ -1,13 +1,15 @@
-//! Opaque refresh tokens: 256 random bits, shown to the client once and stored only as
-//! their SHA-256 hash, which is safe without a salt because the input is uniformly random.
+//! Opaque tokens (refresh tokens and invitations): 256 random bits, shown once and stored
+//! only as their SHA-256 hash, which is safe without a salt because the input is uniformly
+//! random.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-/// Prefix that makes a leaked token recognisable to secret scanners.
+/// Prefixes that make a leaked token recognisable to secret scanners.
 const PREFIX: &str = "tlr_";
+const INVITATION_PREFIX: &str = "tli_";
 
 /// A new refresh token and the hash to store.
 pub struct NewRefreshToken {
@@ -17,9 +19,18 @@ pub struct NewRefreshToken {
 
 /// Generates a refresh token from the operating system's CSPRNG.
 pub fn generate_refresh_token() -> NewRefreshToken {
+    generate_with_prefix(PREFIX)
+}
+
+/// Generates an invitation token, hashed like a refresh token.
+pub fn generate_invitation_token() -> NewRefreshToken {
+    generate_with_prefix(INVITATION_PREFIX)
+}
+
+fn generate_with_prefix(prefix: &str) -> NewRefreshToken {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let token = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
     let hash = hash_refresh_token(&token);
     NewRefreshToken { token, hash }
 }

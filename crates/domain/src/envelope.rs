@@ -66,7 +66,6 @@ pub enum EventType {
     RefreshTokenReused,
     MemberInvited,
     MemberJoined,
-    MemberRoleChanged,
 }
 
 impl EventType {
@@ -88,7 +87,6 @@ impl EventType {
             EventType::RefreshTokenReused => "auth.refresh_token_reused",
             EventType::MemberInvited => "member.invited",
             EventType::MemberJoined => "member.joined",
-            EventType::MemberRoleChanged => "member.role_changed",
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod hub;
 pub mod idempotency;
 pub mod import;
+pub mod invitations;
 pub mod jobs;
 pub mod login_attempts;
 pub mod notifications;

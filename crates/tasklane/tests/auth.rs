@@ -1,5 +1,6 @@
 //! Authentication against the running application: access-token signing and validation,
-//! refresh-token rotation, logout, revocation that takes effect at once, and login limits.
+//! refresh-token rotation, logout, revocation that takes effect at once, login limits,
+//! invitations and the role policy.
 //!
 //! Each test names the OWASP ASVS 5.0 requirement it covers; docs/asvs-coverage.md lists
 //! them all.
@@ -668,5 +669,112 @@ async fn address_limit_spans_accounts() {
 
     assert!(statuses[..50].iter().all(|s| *s == 401), "{statuses:?}");
     assert_eq!(statuses[50], 429);
+    app.stop().await;
+}
+
+async fn invite(app: &TestApp, inviter: &Value, email: &Value, role: &str) -> reqwest::Response {
+    let token = inviter["access_token"].as_str().unwrap();
+    app.post_json(token, "/api/v1/invitations", json!({ "email": email, "role": role })).await
+}
+
+async fn accept(app: &TestApp, person: &Value, invitation_token: &Value) -> reqwest::Response {
+    let path = format!("/api/v1/invitations/{}/accept", invitation_token.as_str().unwrap());
+    app.post_json(person["access_token"].as_str().unwrap(), &path, json!({})).await
+}
+
+// ASVS 8.2.1, 8.4.1: an invited person joins the tenant with the granted role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_joins_tenant_with_role() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "Inviting").await;
+    let invitee = register(&app, "InviteeHome").await;
+
+    let created = invite(&app, &owner, &invitee["email"], "viewer").await;
+    assert_eq!(created.status(), 201);
+    let invitation: Value = created.json().await.unwrap();
+    let accepted = accept(&app, &invitee, &invitation["token"]).await;
+    assert_eq!(accepted.status(), 200);
+    let accepted: Value = accepted.json().await.unwrap();
+
+    assert_eq!(accepted["tenant_id"], owner["tenant_id"]);
+    assert_eq!(accepted["role"], "viewer");
+    let invitee_token = invitee["access_token"].as_str().unwrap();
+    let switched = app.post_json(invitee_token, "/api/v1/auth/switch-tenant", json!({ "tenant": owner["tenant_id"] })).await;
+    assert_eq!(switched.status(), 200);
+    let switched: Value = switched.json().await.unwrap();
+    let viewer_token = switched["access_token"].as_str().unwrap();
+    assert_eq!(status_with_token(&app, viewer_token).await, 200, "a viewer may read");
+    let write = app.post_json(viewer_token, "/api/v1/tasks", json!({ "project_id": owner["project_id"], "title": "No" })).await;
+    assert_eq!(write.status(), 403, "a viewer may not write");
+    let stored: i64 = sqlx::query_scalar("select count(*) from invitations where token_hash = sha256($1::bytea)")
+        .bind(invitation["token"].as_str().unwrap().as_bytes())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "the invitation must be stored by its hash");
+    let events: Vec<String> = sqlx::query_scalar(
+        "select event_type from outbox where event_type in ('member.invited', 'member.joined') order by id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(events, vec!["member.invited", "member.joined"]);
+    app.stop().await;
+}
+
+// ASVS 8.2.1: only owners and admins invite, and nobody grants more than they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_follow_role_policy() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "Policy").await;
+    let admin = register(&app, "AdminHome").await;
+    let member = register(&app, "MemberHome").await;
+    let outsider_email = json!(format!("{}@example.com", Uuid::new_v4().simple()));
+    let mut scoped = Vec::new();
+    for (person, role) in [(&admin, "admin"), (&member, "member")] {
+        let invitation: Value = invite(&app, &owner, &person["email"], role).await.json().await.unwrap();
+        assert_eq!(accept(&app, person, &invitation["token"]).await.status(), 200);
+        let token = person["access_token"].as_str().unwrap();
+        let switched: Value = app
+            .post_json(token, "/api/v1/auth/switch-tenant", json!({ "tenant": owner["tenant_id"] }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        scoped.push(switched);
+    }
+    let (admin_session, member_session) = (&scoped[0], &scoped[1]);
+
+    assert_eq!(invite(&app, admin_session, &outsider_email, "member").await.status(), 201);
+    assert_eq!(invite(&app, admin_session, &outsider_email, "admin").await.status(), 201);
+    assert_eq!(invite(&app, admin_session, &outsider_email, "owner").await.status(), 403);
+    assert_eq!(invite(&app, member_session, &outsider_email, "viewer").await.status(), 403);
+    assert_eq!(invite(&app, &owner, &outsider_email, "owner").await.status(), 201);
+    assert_eq!(invite(&app, &owner, &outsider_email, "superuser").await.status(), 422);
+    app.stop().await;
+}
+
+// ASVS 6.4.1, 8.2.2: an invitation works once, only for its addressee, and expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_is_single_use_and_addressed() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "SingleUse").await;
+    let invitee = register(&app, "InviteeTwo").await;
+    let intruder = register(&app, "Intruder").await;
+    let late = register(&app, "Late").await;
+    let invitation: Value = invite(&app, &owner, &invitee["email"], "member").await.json().await.unwrap();
+    let expiring: Value = invite(&app, &owner, &late["email"], "member").await.json().await.unwrap();
+    sqlx::query("update invitations set expires_at = now() - interval '1 second' where id = $1")
+        .bind(id(&expiring["id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    assert_eq!(accept(&app, &intruder, &invitation["token"]).await.status(), 404, "accepted by someone else");
+    assert_eq!(accept(&app, &invitee, &invitation["token"]).await.status(), 200);
+    assert_eq!(accept(&app, &invitee, &invitation["token"]).await.status(), 404, "accepted twice");
+    assert_eq!(accept(&app, &late, &expiring["token"]).await.status(), 404, "accepted after expiry");
+    let unknown = json!("tli_unknown");
+    assert_eq!(accept(&app, &invitee, &unknown).await.status(), 404);
     app.stop().await;
 }

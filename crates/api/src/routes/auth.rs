@@ -57,7 +57,7 @@ async fn register(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-fn parse_email(value: &str) -> Result<String, ApiError> {
+pub(super) fn parse_email(value: &str) -> Result<String, ApiError> {
     let email = value.trim();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))

@@ -4,6 +4,7 @@ mod auth;
 mod comments;
 pub mod health;
 mod imports;
+mod invitations;
 mod jobs;
 pub mod jwks;
 mod notifications;
@@ -20,6 +21,7 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(auth::routes())
         .merge(sessions::routes())
+        .merge(invitations::routes())
         .merge(projects::routes())
         .merge(tasks::routes())
         .merge(comments::routes())

@@ -1,0 +1,119 @@
+//! Who may do what in a tenant: the one place that maps tenant roles to allowed actions.
+//!
+//! Every action is denied unless a rule below allows it, and a role name that does not
+//! parse allows nothing.
+
+use std::str::FromStr;
+
+/// A person's role in one tenant, from most to least privileged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown role {0:?}: expected owner, admin, member or viewer")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "owner" => Ok(Role::Owner),
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(UnknownRole(other.to_owned())),
+        }
+    }
+}
+
+/// Something a caller may try to do in their active tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read the tenant's projects, tasks, comments and jobs.
+    ReadContent,
+    /// Create or change projects, tasks and comments, and start imports.
+    WriteContent,
+    /// Invite people to the tenant.
+    InviteMembers,
+}
+
+/// Returns whether `role` may perform `action`.
+pub fn is_allowed(role: Role, action: Action) -> bool {
+    // Each pattern allows; any pair not listed is denied.
+    matches!(
+        (role, action),
+        (_, Action::ReadContent)
+            | (Role::Owner | Role::Admin | Role::Member, Action::WriteContent)
+            | (Role::Owner | Role::Admin, Action::InviteMembers)
+    )
+}
+
+/// Returns whether `granter` may give someone `granted`: owners may grant every role,
+/// admins every role but owner, others none.
+pub fn may_grant(granter: Role, granted: Role) -> bool {
+    match granter {
+        Role::Owner => true,
+        Role::Admin => granted != Role::Owner,
+        Role::Member | Role::Viewer => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLES: [Role; 4] = [Role::Owner, Role::Admin, Role::Member, Role::Viewer];
+
+    #[test]
+    fn role_names_round_trip() {
+        for role in ROLES {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert!("Owner".parse::<Role>().is_err());
+        assert!("".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn allowed_actions_per_role() {
+        let expected = [
+            (Role::Owner, [true, true, true]),
+            (Role::Admin, [true, true, true]),
+            (Role::Member, [true, true, false]),
+            (Role::Viewer, [true, false, false]),
+        ];
+        let actions = [Action::ReadContent, Action::WriteContent, Action::InviteMembers];
+        for (role, allowed) in expected {
+            for (action, allow) in actions.iter().zip(allowed) {
+                assert_eq!(is_allowed(role, *action), allow, "{role:?} {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn grants_never_exceed_the_granter() {
+        assert!(may_grant(Role::Owner, Role::Owner));
+        assert!(may_grant(Role::Admin, Role::Admin));
+        assert!(!may_grant(Role::Admin, Role::Owner));
+        for granted in ROLES {
+            assert!(!may_grant(Role::Member, granted));
+            assert!(!may_grant(Role::Viewer, granted));
+        }
+    }
+}
