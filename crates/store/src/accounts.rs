@@ -156,6 +156,27 @@ pub async fn role_in(pool: &PgPool, user_id: Uuid, tenant_id: Uuid) -> Result<Op
     Ok(role)
 }
 
+/// Reads a user's e-mail address and password hash, for re-authentication.
+pub async fn password_of(pool: &PgPool, user_id: Uuid) -> Result<(Option<String>, Option<String>), StoreError> {
+    let row = sqlx::query_as("select email, password_hash from users where id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound("user"))?;
+    Ok(row)
+}
+
+/// Replaces a user's password hash. A trigger bumps the revocation version, so every access
+/// token issued before stops working.
+pub async fn set_password_hash(tx: &mut Tx<'_>, user_id: Uuid, password_hash: &str) -> Result<(), StoreError> {
+    sqlx::query("update users set password_hash = $2 where id = $1")
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Reads a user's revocation version, which every new access token carries.
 pub async fn revocation_version(
     executor: impl sqlx::PgExecutor<'_>,

@@ -778,3 +778,33 @@ async fn invitation_is_single_use_and_addressed() {
     assert_eq!(accept(&app, &invitee, &unknown).await.status(), 404);
     app.stop().await;
 }
+
+// ASVS 6.2.2, 6.2.3, 7.4.3: a password change needs the current password and ends the
+// other sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_ends_other_sessions() {
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Change").await;
+    let other_device = login(&app, &registered["email"]).await;
+    let token = registered["access_token"].as_str().unwrap();
+    let new_password = "a brand new passphrase";
+
+    let wrong = json!({ "current_password": "not it", "new_password": new_password });
+    assert_eq!(app.post_json(token, "/api/v1/auth/password", wrong).await.status(), 403);
+    let short = json!({ "current_password": PASSWORD, "new_password": "short" });
+    assert_eq!(app.post_json(token, "/api/v1/auth/password", short).await.status(), 422);
+    let change = json!({ "current_password": PASSWORD, "new_password": new_password });
+    let changed = app.post_json(token, "/api/v1/auth/password", change).await;
+    assert_eq!(changed.status(), 200);
+    let changed: Value = changed.json().await.unwrap();
+
+    assert_eq!(status_with_token(&app, changed["access_token"].as_str().unwrap()).await, 200);
+    wait_for_status(&app, token, 401).await;
+    wait_for_status(&app, other_device["access_token"].as_str().unwrap(), 401).await;
+    assert_eq!(refresh(&app, &other_device["refresh_token"]).await.status(), 401);
+    assert_eq!(refresh(&app, &changed["refresh_token"]).await.status(), 200);
+    let email = registered["email"].as_str().unwrap();
+    assert_eq!(attempt_login(&app, email, PASSWORD).await.status(), 401);
+    assert_eq!(attempt_login(&app, email, new_password).await.status(), 200);
+    app.stop().await;
+}

@@ -8,15 +8,19 @@ use serde::Deserialize;
 use tasklane_auth::{hash_password, verify_password, PasswordError};
 use tasklane_domain::EventType;
 use tasklane_store::accounts::{self, NewAccount};
+use tasklane_store::refresh_tokens::{self, RevokeReason};
 use tasklane_store::{auth_events, login_attempts};
 
 use super::required_text;
 use super::sessions::{start_session, TokenPair};
-use crate::extract::{ClientIp, Json};
+use crate::extract::{Caller, ClientIp, Json};
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/auth/register", post(register)).route("/auth/login", post(login))
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/password", post(change_password))
 }
 
 #[derive(Deserialize)]
@@ -138,6 +142,56 @@ async fn record_failure(
     auth_events::append(&mut tx, EventType::LoginFailed, None, None, subject, data).await?;
     tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
     Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangePasswordRequest {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's password after checking the current one, then ends every other
+/// session: all refresh-token families are revoked and the revocation version is bumped.
+/// The response carries new tokens, so the device that made the change stays logged in.
+async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
+    caller: Caller,
+    Json(request): Json<ChangePasswordRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (email, stored_hash) = accounts::password_of(&state.pool, caller.user_id).await?;
+    // A stolen access token must not allow guessing the password faster than a login would.
+    let keys = ThrottleKeys::new(email.as_deref().unwrap_or_default(), client_ip);
+    check_login_limits(&state, &keys, Some(caller.user_id), client_ip).await?;
+    let current = request.current_password;
+    let verified = tokio::task::spawn_blocking(move || verify_password(&current, stored_hash.as_deref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if !verified {
+        return Err(ApiError::Forbidden("the current password is not correct".into()));
+    }
+    login_attempts::clear(&state.pool, &keys.account).await?;
+
+    let new_password = request.new_password;
+    let new_hash = tokio::task::spawn_blocking(move || hash_password(&new_password))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(|error| match error {
+            PasswordError::Hashing => ApiError::Internal(anyhow::anyhow!("password hashing failed")),
+            other => ApiError::Unprocessable(other.to_string()),
+        })?;
+
+    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    accounts::set_password_hash(&mut tx, caller.user_id, &new_hash).await?;
+    refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::AccountChange).await?;
+    let tokens = start_session(&state, &mut tx, caller.user_id, caller.tenant_id).await?;
+    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+
+    let mut body = tokens.into_json(&state);
+    body["user_id"] = serde_json::json!(caller.user_id);
+    body["tenant_id"] = serde_json::json!(caller.tenant_id);
+    Ok(Json(body))
 }
 
 /// The login-attempt counters a request is charged to.
