@@ -102,7 +102,7 @@ impl KeySet {
         self.decoding.get(kid)
     }
 
-    /// The public keys as a JWK Set, for `/.well-known/jwks.json`.
+    /// Returns the public keys as a JWK Set, for `/.well-known/jwks.json`.
     pub fn jwks(&self) -> &JwkSet {
         &self.jwks
     }

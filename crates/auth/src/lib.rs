@@ -2,13 +2,13 @@
 //! signing keys, access tokens, refresh and invitation tokens, and the role policy.
 
 pub mod keys;
+pub mod opaque;
 pub mod password;
 pub mod policy;
-pub mod refresh;
 pub mod token;
 
 pub use keys::{KeyError, KeySet};
+pub use opaque::{generate_invitation_token, generate_refresh_token, hash_opaque_token, NewOpaqueToken};
 pub use password::{hash_password, verify_password, PasswordError};
 pub use policy::{Action, Role};
-pub use refresh::{generate_invitation_token, generate_refresh_token, hash_refresh_token, NewRefreshToken};
 pub use token::{AccessClaims, TokenError, TokenIssuer};

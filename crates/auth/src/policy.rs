@@ -1,4 +1,4 @@
-//! Who may do what in a tenant: the one place that maps tenant roles to allowed actions.
+//! The tenant role policy: the one place that maps tenant roles to allowed actions.
 //!
 //! Every action is denied unless a rule below allows it, and a role name that does not
 //! parse allows nothing.

@@ -21,7 +21,7 @@ pub struct AccessClaims {
     pub sub: Uuid,
     /// The active tenant.
     pub tid: Uuid,
-    /// The user's revocation version when the token was issued; a token whose version is
+    /// The user's revocation version when the token was issued. A token whose version is
     /// below the user's current one is revoked.
     pub ver: i64,
     /// Unique token id.
@@ -54,7 +54,7 @@ pub struct TokenIssuer {
 impl TokenIssuer {
     pub fn new(keys: KeySet, issuer: &str, audience: &str, ttl: Duration) -> Self {
         // Only EdDSA is accepted, so neither `alg: none` nor an HMAC token keyed with a
-        // public key can pass; the claims below must be present and well-typed.
+        // public key can pass. The claims below must be present and well-typed.
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);

@@ -27,7 +27,7 @@ const MAX_ENTRIES: usize = 100_000;
 /// Delay before reconnecting a listener whose connection failed.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
-/// What a user may currently do.
+/// A user's current access.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserAccess {
     pub revocation_version: i64,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::{accounts, StoreError, Tx};
 
-/// An invitation as its inviter sees it; the token is never stored.
+/// An invitation as returned to its inviter. The token itself is never stored.
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct Invitation {
     pub id: Uuid,

@@ -20,7 +20,7 @@ pub struct Lifetimes {
     pub reuse_grace: Duration,
 }
 
-/// Why a family was revoked.
+/// The reason a family was revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeReason {
     Logout,
@@ -119,7 +119,7 @@ struct PresentedToken {
 ///
 /// The family row is locked first, so concurrent rotations within one family run one after
 /// the other. A token that was already rotated is accepted once more only within the
-/// grace period and only while its replacement has not itself been rotated; any other
+/// grace period and only while its replacement has not itself been rotated. Any other
 /// reuse revokes the family.
 pub async fn rotate(
     tx: &mut Tx<'_>,

@@ -20,7 +20,7 @@ fn jwt_header(token: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(encoded).unwrap()).unwrap()
 }
 
-/// The application's current signing key, read from the development key table.
+/// Reads the application's current signing key from the development key table.
 async fn signing_key(app: &TestApp) -> (String, EncodingKey) {
     let (kid, pem): (String, String) =
         sqlx::query_as("select kid, private_key_pem from signing_keys order by created_at desc limit 1")
@@ -364,8 +364,8 @@ async fn switch_tenant_issues_scoped_tokens() {
     let renewed: Value = refresh(&app, &switched["refresh_token"]).await.json().await.unwrap();
     assert_eq!(renewed["tenant_id"], other["tenant_id"]);
 
-    let refused = app.post_json(token, "/api/v1/auth/switch-tenant", json!({ "tenant": stranger["tenant_id"] })).await;
-    assert_eq!(refused.status(), 403);
+    let rejected = app.post_json(token, "/api/v1/auth/switch-tenant", json!({ "tenant": stranger["tenant_id"] })).await;
+    assert_eq!(rejected.status(), 403);
     app.stop().await;
 }
 
@@ -609,7 +609,7 @@ async fn account_lockout_counts_parallel_attempts() {
     app.stop().await;
 }
 
-// ASVS 6.3.8: unknown and existing accounts get the same answers, lockout included.
+// ASVS 6.3.8: unknown and existing accounts get the same responses, lockout included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_account_answers_like_known() {
     let app = TestApp::spawn().await;
@@ -722,7 +722,7 @@ async fn invitation_joins_tenant_with_role() {
     app.stop().await;
 }
 
-// ASVS 8.2.1: only owners and admins invite, and nobody grants more than they hold.
+// ASVS 8.2.1: only owners and admins invite, and no one grants a role above their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_follow_role_policy() {
     let app = TestApp::spawn().await;

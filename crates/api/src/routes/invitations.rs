@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
 use tasklane_auth::policy::{self, Action, Role};
-use tasklane_auth::{generate_invitation_token, hash_refresh_token};
+use tasklane_auth::{generate_invitation_token, hash_opaque_token};
 use tasklane_domain::EventType;
 use tasklane_store::auth_events;
 use tasklane_store::invitations::{self, NewInvitation};
@@ -76,7 +76,7 @@ async fn accept(
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let accepted = invitations::accept(&mut tx, &hash_refresh_token(&token), caller.user_id).await?;
+    let accepted = invitations::accept(&mut tx, &hash_opaque_token(&token), caller.user_id).await?;
     let data = serde_json::json!({ "invitation_id": accepted.invitation_id, "role": accepted.role });
     let (tenant, user) = (Some(accepted.tenant_id), Some(caller.user_id));
     auth_events::append(&mut tx, EventType::MemberJoined, tenant, user, caller.user_id, data).await?;

@@ -13,8 +13,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
-    // Verifiers may cache the set briefly; a rotation publishes the next key's public half
-    // here alongside the current one, so a short cache never misses a signing key.
+    // NOTE: a verifier that cached the set before a rotation does not know the new key for
+    // up to five minutes. Nothing here publishes the next key ahead of its first use.
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
         axum::Json(state.tokens.keys().jwks().clone()),

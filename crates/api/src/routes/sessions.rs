@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
-use tasklane_auth::{generate_refresh_token, hash_refresh_token};
+use tasklane_auth::{generate_refresh_token, hash_opaque_token};
 use tasklane_domain::EventType;
 use tasklane_store::accounts::{self, Membership};
 use tasklane_store::refresh_tokens::{self, Lifetimes, RevokeReason, Rotation, Session};
@@ -78,10 +78,10 @@ pub(crate) fn issue_access_token(
 }
 
 /// Finds a membership by tenant id or, ignoring case, by tenant name.
-pub(crate) fn find_membership<'a>(memberships: &'a [Membership], wanted: &str) -> Option<&'a Membership> {
+pub(crate) fn find_membership<'a>(memberships: &'a [Membership], requested: &str) -> Option<&'a Membership> {
     memberships
         .iter()
-        .find(|m| m.tenant_id.to_string() == wanted || m.tenant_name.eq_ignore_ascii_case(wanted))
+        .find(|m| m.tenant_id.to_string() == requested || m.tenant_name.eq_ignore_ascii_case(requested))
 }
 
 #[derive(Deserialize)]
@@ -94,7 +94,7 @@ async fn refresh(
     State(state): State<AppState>,
     Json(request): Json<RefreshRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let presented = hash_refresh_token(&request.refresh_token);
+    let presented = hash_opaque_token(&request.refresh_token);
     let replacement = generate_refresh_token();
     let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
     let rotation = refresh_tokens::rotate(&mut tx, &presented, &replacement.hash, lifetimes(&state)).await?;
@@ -142,10 +142,10 @@ struct LogoutRequest {
     refresh_token: String,
 }
 
-/// Revokes the refresh-token family of the presented token. Answers 204 whether or not the
+/// Revokes the refresh-token family of the presented token. Returns 204 whether or not the
 /// token was known, so the endpoint reveals nothing about tokens.
 async fn logout(State(state): State<AppState>, Json(request): Json<LogoutRequest>) -> Result<StatusCode, ApiError> {
-    let presented = hash_refresh_token(&request.refresh_token);
+    let presented = hash_opaque_token(&request.refresh_token);
     refresh_tokens::revoke_by_token(&state.pool, &presented).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,32 +11,32 @@ use sha2::{Digest, Sha256};
 const PREFIX: &str = "tlr_";
 const INVITATION_PREFIX: &str = "tli_";
 
-/// A new refresh token and the hash to store.
-pub struct NewRefreshToken {
+/// A new opaque token and the hash to store.
+pub struct NewOpaqueToken {
     pub token: String,
     pub hash: Vec<u8>,
 }
 
 /// Generates a refresh token from the operating system's CSPRNG.
-pub fn generate_refresh_token() -> NewRefreshToken {
+pub fn generate_refresh_token() -> NewOpaqueToken {
     generate_with_prefix(PREFIX)
 }
 
 /// Generates an invitation token, hashed like a refresh token.
-pub fn generate_invitation_token() -> NewRefreshToken {
+pub fn generate_invitation_token() -> NewOpaqueToken {
     generate_with_prefix(INVITATION_PREFIX)
 }
 
-fn generate_with_prefix(prefix: &str) -> NewRefreshToken {
+fn generate_with_prefix(prefix: &str) -> NewOpaqueToken {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
-    let hash = hash_refresh_token(&token);
-    NewRefreshToken { token, hash }
+    let hash = hash_opaque_token(&token);
+    NewOpaqueToken { token, hash }
 }
 
-/// Hashes a presented refresh token for lookup.
-pub fn hash_refresh_token(token: &str) -> Vec<u8> {
+/// Hashes a presented opaque token for lookup.
+pub fn hash_opaque_token(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn stored_hash_matches_presented_token() {
         let new = generate_refresh_token();
-        assert_eq!(hash_refresh_token(&new.token), new.hash);
+        assert_eq!(hash_opaque_token(&new.token), new.hash);
         assert_eq!(new.hash.len(), 32);
     }
 }
