@@ -16,6 +16,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("the method is not allowed on this resource")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -39,6 +41,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,6 +89,10 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(message) => ApiError::Conflict(message),
             StoreError::VersionMismatch { .. } => ApiError::PreconditionFailed(error.to_string()),
             StoreError::Invalid(message) => ApiError::Unprocessable(message),
+            // SQLSTATE class 22 is a bad value, such as a NUL character or a date out of range.
+            error if error.is_bad_value() => {
+                ApiError::Unprocessable("a value is invalid: it contains a NUL character or is out of range".into())
+            }
             StoreError::Database(error) => ApiError::Internal(anyhow::Error::new(error).context("database call failed")),
         }
     }
@@ -127,3 +134,4 @@ impl From<MultipartError> for ApiError {
         }
     }
 }
+

@@ -13,8 +13,8 @@ use crate::{ApiError, AppState};
 
 const HEADER: &str = "idempotency-key";
 const MAX_KEY_BYTES: usize = 255;
-/// Stored responses larger than this are not kept; the key is released instead.
-const MAX_STORED_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Largest response kept for replay; a created task echoes a description of up to 512 KiB.
+const MAX_STORED_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 pub async fn idempotency_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match handle(state, request, next).await {
@@ -38,7 +38,7 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(parse_bearer);
     let Some(claims) = token.and_then(|t| state.tokens.verify(t).ok()) else {
         return Ok(next.run(request).await);
     };
@@ -58,16 +58,19 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
 
     let response = next.run(request).await;
     let status = response.status();
-    if status.is_server_error() {
+    // Only successes are kept: a failure (a broken upload, a validation error) may succeed
+    // when retried, so the key is freed for that retry.
+    if !status.is_success() {
         idempotency::release(&state.pool, claims.sub, &scoped_key).await?;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
     let bytes = match to_bytes(body, MAX_STORED_RESPONSE_BYTES).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            idempotency::release(&state.pool, claims.sub, &scoped_key).await?;
-            return Err(ApiError::Internal(anyhow::anyhow!("response too large to store for an idempotency key")));
+        Err(error) => {
+            // The body is gone, but the change was made: keep the key reserved so a retry
+            // gets 409 rather than repeating the change.
+            return Err(ApiError::Internal(anyhow::anyhow!("reading the response to store for an idempotency key: {error}")));
         }
     };
     let stored: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
@@ -75,18 +78,18 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
-/// Hashes method, path and, for JSON bodies, the body; a multipart upload is identified by
-/// its key alone, since buffering it would defeat streaming it.
+/// Hashes method, path and body; a multipart upload is identified by its key alone, since
+/// buffering it would defeat streaming it.
 async fn hash_request(request: Request, max_body: usize) -> Result<(Request, String), ApiError> {
     let mut hasher = Sha256::new();
     hasher.update(request.method().as_str());
     hasher.update(request.uri().path());
-    let is_json = request
+    let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/"));
+    if is_multipart {
         return Ok((request, hex(&hasher.finalize())));
     }
     let (parts, body) = request.into_parts();
@@ -95,6 +98,13 @@ async fn hash_request(request: Request, max_body: usize) -> Result<(Request, Str
         .map_err(|_| ApiError::PayloadTooLarge(format!("the request body is larger than {max_body} bytes")))?;
     hasher.update(&bytes);
     Ok((Request::from_parts(parts, Body::from(bytes)), hex(&hasher.finalize())))
+}
+
+/// Reads the token of an `Authorization: Bearer` value, with the scheme in any case, as the
+/// `Caller` extractor does.
+fn parse_bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
 fn replay(status: u16, body: serde_json::Value) -> Response {

@@ -24,6 +24,8 @@ use tower_http::trace::TraceLayer;
 pub fn router(state: AppState) -> Router {
     let max_json = state.settings.server.max_json_bytes;
     let api = routes::api_routes(state.clone())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency_layer))
         .layer(DefaultBodyLimit::max(max_json));
     Router::new()
@@ -38,7 +40,12 @@ pub fn router(state: AppState) -> Router {
 
 async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    // Only standard methods become label values, so clients cannot grow the series set.
+    let method = match request.method().as_str() {
+        known @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => known,
+        _ => "other",
+    }
+    .to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -1,4 +1,4 @@
-//! RabbitMQ: the `task.events` topic exchange, its durable quorum queues with dead-letter
+//! RabbitMQ: the `task.events` topic exchange, its durable queues (quorum by default) with dead-letter
 //! queues, a publisher that waits for confirms, and a consumer with manual acks.
 
 use lapin::options::{
@@ -28,13 +28,13 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<
     for (queue, routing_keys) in QUEUE_BINDINGS {
         let queue = topology.name(queue);
         let dead_letters = format!("{queue}.dlq");
-        declare_quorum_queue(channel, &dead_letters, FieldTable::default()).await?;
+        declare_queue(channel, topology, &dead_letters, FieldTable::default()).await?;
 
         let mut arguments = FieldTable::default();
         // Rejected messages go through the default exchange straight to the dead-letter queue.
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
         arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(dead_letters.as_str().into()));
-        declare_quorum_queue(channel, &queue, arguments).await?;
+        declare_queue(channel, topology, &queue, arguments).await?;
         for key in *routing_keys {
             channel
                 .queue_bind(&queue, &exchange, key, QueueBindOptions::default(), FieldTable::default())
@@ -44,8 +44,11 @@ pub async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<
     Ok(())
 }
 
-async fn declare_quorum_queue(channel: &Channel, name: &str, mut arguments: FieldTable) -> Result<(), BusError> {
-    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+async fn declare_queue(channel: &Channel, topology: &Topology, name: &str, mut arguments: FieldTable) -> Result<(), BusError> {
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString(topology.queue_type().into()));
+    if let Some(expires) = topology.queue_expires() {
+        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(expires.as_millis() as i64));
+    }
     let options = QueueDeclareOptions { durable: true, ..Default::default() };
     channel.queue_declare(name, options, arguments).await?;
     Ok(())

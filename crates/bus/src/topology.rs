@@ -1,5 +1,7 @@
 //! Names of every topic, exchange and queue, under the configured prefix.
 
+use std::time::Duration;
+
 use tasklane_config::NamespaceSettings;
 
 /// RabbitMQ queues and the routing keys each is bound to on `task.events`.
@@ -13,11 +15,29 @@ pub const QUEUE_BINDINGS: &[(&str, &[&str])] = &[
 #[derive(Clone, Debug)]
 pub struct Topology {
     namespace: NamespaceSettings,
+    queue_type: String,
+    queue_expires: Option<Duration>,
 }
 
 impl Topology {
+    /// Names under `namespace`, with durable quorum queues that never expire.
     pub fn new(namespace: NamespaceSettings) -> Self {
-        Self { namespace }
+        Self { namespace, queue_type: "quorum".into(), queue_expires: None }
+    }
+
+    /// Sets the RabbitMQ queue type (`quorum` or `classic`) and an optional idle expiry.
+    pub fn with_rabbit_queues(mut self, queue_type: &str, expires: Option<Duration>) -> Self {
+        self.queue_type = queue_type.to_owned();
+        self.queue_expires = expires;
+        self
+    }
+
+    pub fn queue_type(&self) -> &str {
+        &self.queue_type
+    }
+
+    pub fn queue_expires(&self) -> Option<Duration> {
+        self.queue_expires
     }
 
     pub fn name(&self, base: &str) -> String {

@@ -65,6 +65,13 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct RabbitSettings {
     pub url: SecretString,
+    /// `quorum` (replicated, the production choice) or `classic`, which is far lighter
+    /// for the many short-lived queue sets that parallel tests create.
+    pub queue_type: String,
+    /// When set, RabbitMQ deletes a queue left without consumers this long; tests set it so
+    /// their queues do not pile up.
+    #[serde(default, with = "humantime_serde")]
+    pub queue_expires: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -190,6 +197,7 @@ url = "redis://127.0.0.1:6379"
 
 [rabbitmq]
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+queue_type = "quorum"
 
 [kafka]
 brokers = "127.0.0.1:9092"

@@ -82,24 +82,34 @@ impl Handle {
 }
 
 /// Finds the distinct `@handle` mentions in a comment body, in order of first appearance.
+///
+/// A handle may end in `.`, `_` or `-`, which in prose is often punctuation instead, so
+/// callers should try each mention as written and then [`trim_mention`] of it.
 pub fn find_mentions(body: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
-    let bytes = body.as_bytes();
     for (at, _) in body.match_indices('@') {
-        let preceded_by_word = at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'.');
+        let preceded_by_word = body[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '.');
         if preceded_by_word {
             continue; // an e-mail address, not a mention
         }
-        let handle: String = body[at + 1..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            .collect();
-        let handle = handle.trim_end_matches(['.', '-', '_']).to_owned();
-        if Handle::parse(&handle).is_ok() && !found.iter().any(|h| h.eq_ignore_ascii_case(&handle)) {
+        let rest = &body[at + 1..];
+        let handle: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
+        // `@José` names nobody: a handle is ASCII, so a letter right after it means the text
+        // is a longer word, not a handle followed by punctuation.
+        let continues_as_word = rest[handle.len()..].chars().next().is_some_and(char::is_alphanumeric);
+        if continues_as_word || Handle::parse(&handle).is_err() {
+            continue;
+        }
+        if !found.iter().any(|h| h.eq_ignore_ascii_case(&handle)) {
             found.push(handle);
         }
     }
     found
+}
+
+/// A mention without trailing `.`, `_` and `-`, as in "thanks @alice."
+pub fn trim_mention(mention: &str) -> &str {
+    mention.trim_end_matches(['.', '-', '_'])
 }
 
 #[cfg(test)]
@@ -127,6 +137,13 @@ mod tests {
     #[test]
     fn mentions_found_once_and_emails_skipped() {
         let body = "hi @alice and @bob, ping @Alice again; mail me at carol@example.com. @dave.";
-        assert_eq!(find_mentions(body), vec!["alice", "bob", "dave"]);
+        assert_eq!(find_mentions(body), vec!["alice", "bob", "dave."]);
+        assert_eq!(trim_mention("dave."), "dave");
+    }
+
+    #[test]
+    fn mentions_skip_non_ascii_words() {
+        assert!(find_mentions("hello @José and é@ok").is_empty());
+        assert_eq!(find_mentions("@zed- @eve. @carol_"), vec!["zed-", "eve.", "carol_"]);
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
-use tasklane_domain::names::find_mentions;
+use tasklane_domain::names::{find_mentions, trim_mention};
 use tasklane_domain::{new_id, EventEnvelope, EventType};
 use uuid::Uuid;
 
@@ -53,7 +53,7 @@ pub async fn create(
     .fetch_one(&mut **tx)
     .await?;
 
-    let mentioned = accounts::resolve_handles(tx, tenant_id, &find_mentions(body)).await?;
+    let mentioned = resolve_mentions(tx, tenant_id, body).await?;
     insert_mentions(tx, tenant_id, id, &mentioned).await?;
 
     let comment = Comment { id, task_id, author_id: Some(author_id), body: body.to_owned(), created_at, mentions: mentioned };
@@ -67,6 +67,24 @@ pub async fn create(
     );
     outbox::append(tx, &event).await?;
     Ok(comment)
+}
+
+/// Resolves each mention as written, or else without trailing punctuation, to a member.
+async fn resolve_mentions(tx: &mut Tx<'_>, tenant_id: Uuid, body: &str) -> Result<Vec<Uuid>, StoreError> {
+    let mut people = Vec::new();
+    for mention in find_mentions(body) {
+        let mut found = accounts::resolve_handles(tx, tenant_id, std::slice::from_ref(&mention)).await?;
+        let trimmed = trim_mention(&mention);
+        if found.is_empty() && trimmed != mention {
+            found = accounts::resolve_handles(tx, tenant_id, &[trimmed.to_owned()]).await?;
+        }
+        for person in found {
+            if !people.contains(&person) {
+                people.push(person);
+            }
+        }
+    }
+    Ok(people)
 }
 
 pub(crate) async fn insert_mentions(

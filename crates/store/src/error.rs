@@ -15,6 +15,23 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True for SQLSTATE class 22, a value the database rejects: a NUL character in text,
+    /// a date or number out of range.
+    pub fn is_bad_value(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| code.starts_with("22")),
+            _ => false,
+        }
+    }
+
+    /// The database's own message, for reporting a rejected imported row.
+    pub fn database_message(&self) -> Option<&str> {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => Some(db.message()),
+            _ => None,
+        }
+    }
+
     /// True when the error comes from a unique constraint with the given name.
     pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
         match error {

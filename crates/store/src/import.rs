@@ -86,6 +86,7 @@ pub async fn upsert_row(
         Err(StoreError::Database(sqlx::Error::Database(db))) if db.constraint().is_some() => {
             format!("rejected by the database rule {}", db.constraint().unwrap_or_default())
         }
+        Err(error) if error.is_bad_value() => format!("a value is invalid: {}", error.database_message().unwrap_or("rejected")),
         Err(error) => return Err(error),
     };
     savepoint.rollback().await?;
@@ -222,6 +223,10 @@ async fn resolve_person(
     Ok(user_id)
 }
 
+/// Largest source task number kept as is; a larger one would leave the project's counter
+/// too close to the end of `bigint` for new tasks.
+const MAX_KEPT_TASK_NUMBER: i64 = 1_000_000_000;
+
 /// Keeps the source key (`DPSA-31463`) when it belongs to the project and is free, and
 /// otherwise takes the project's next number.
 async fn choose_key(
@@ -235,7 +240,7 @@ async fn choose_key(
         .strip_prefix(project_key)
         .and_then(|rest| rest.strip_prefix('-'))
         .and_then(|digits| digits.parse::<i64>().ok())
-        .filter(|n| *n > 0);
+        .filter(|n| (1..MAX_KEPT_TASK_NUMBER).contains(n));
     if let Some(number) = number {
         let taken: bool = sqlx::query_scalar("select exists (select 1 from tasks where tenant_id = $1 and key = $2)")
             .bind(tenant_id)

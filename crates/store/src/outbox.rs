@@ -57,19 +57,30 @@ pub struct Cursor {
     pub outbox_id: i64,
 }
 
-/// Reads and locks a destination's cursor, creating it at the start when new.
-pub async fn lock_cursor(conn: &mut PgConnection, destination: &str) -> Result<Cursor, StoreError> {
+/// Creates a destination's cursor at the start of the outbox unless it exists.
+pub async fn ensure_cursor(pool: &sqlx::PgPool, destination: &str) -> Result<(), StoreError> {
     sqlx::query("insert into relay_cursors (destination) values ($1) on conflict do nothing")
         .bind(destination)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Locks a destination for the rest of the transaction and reads its cursor.
+///
+/// The lock is an advisory lock, not a row lock, so the transaction gets no transaction id
+/// until it advances the cursor. A transaction id held while a broker call hangs would
+/// hold back every relay reading below the oldest running transaction.
+pub async fn lock_cursor(conn: &mut PgConnection, destination: &str) -> Result<Cursor, StoreError> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("relay:{destination}"))
         .execute(&mut *conn)
         .await?;
-    let cursor = sqlx::query_as::<_, Cursor>(
-        "select tx_id, outbox_id from relay_cursors where destination = $1 for update",
-    )
-    .bind(destination)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(cursor)
+    let cursor = sqlx::query_as::<_, Cursor>("select tx_id, outbox_id from relay_cursors where destination = $1")
+        .bind(destination)
+        .fetch_optional(&mut *conn)
+        .await?;
+    cursor.ok_or(StoreError::NotFound("relay cursor"))
 }
 
 /// Reads the events after `cursor` whose transactions are all finished.

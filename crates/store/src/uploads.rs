@@ -6,13 +6,15 @@ use sqlx::PgPool;
 use tasklane_domain::new_id;
 use uuid::Uuid;
 
-use crate::{StoreError, Tx};
+use crate::StoreError;
 
 /// Size at which the API cuts an upload into a new chunk.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
+/// Creates an upload row. Uploads are written outside any transaction, chunk by chunk, so
+/// a slow client never holds a transaction open.
 pub async fn create(
-    tx: &mut Tx<'_>,
+    pool: &PgPool,
     tenant_id: Uuid,
     created_by: Uuid,
     filename: &str,
@@ -27,13 +29,13 @@ pub async fn create(
     .bind(filename)
     .bind(content_type)
     .bind(created_by)
-    .execute(&mut **tx)
+    .execute(pool)
     .await?;
     Ok(id)
 }
 
 pub async fn append_chunk(
-    tx: &mut Tx<'_>,
+    pool: &PgPool,
     tenant_id: Uuid,
     upload_id: Uuid,
     seq: i32,
@@ -46,17 +48,23 @@ pub async fn append_chunk(
     .bind(upload_id)
     .bind(seq)
     .bind(data)
-    .execute(&mut **tx)
+    .execute(pool)
     .await?;
     Ok(())
 }
 
-pub async fn set_size(tx: &mut Tx<'_>, upload_id: Uuid, size_bytes: i64) -> Result<(), StoreError> {
+pub async fn set_size(pool: &PgPool, upload_id: Uuid, size_bytes: i64) -> Result<(), StoreError> {
     sqlx::query("update uploads set size_bytes = $2 where id = $1")
         .bind(upload_id)
         .bind(size_bytes)
-        .execute(&mut **tx)
+        .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// Deletes an upload that no job will read, with its chunks.
+pub async fn delete(pool: &PgPool, upload_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query("delete from uploads where id = $1").bind(upload_id).execute(pool).await?;
     Ok(())
 }
 

@@ -222,3 +222,50 @@ async fn health_endpoints_answer() {
     assert!(metrics.contains("tasklane_http_requests_total"), "{metrics}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_requests_get_problems() {
+    let app = TestApp::spawn().await;
+    let account = app.register("Odd").await;
+
+    let nul_title = app
+        .post_json(&account.token, "/api/v1/tasks", json!({ "project_id": account.project_id, "title": "a\u{0}b" }))
+        .await;
+    problem(nul_title, 422).await;
+    problem(app.get(&account.token, "/api/v1/nowhere").await, 404).await;
+    let wrong_method = app.client.delete(app.url("/api/v1/projects")).bearer_auth(&account.token).send().await.unwrap();
+    problem(wrong_method, 405).await;
+
+    let task = app.create_task(&account, "Still").await;
+    let path = app.url(&format!("/api/v1/tasks/{}", task["id"].as_str().unwrap()));
+    let empty = app.client.patch(&path).bearer_auth(&account.token).json(&json!({})).send().await.unwrap();
+    assert_eq!(empty.status(), 200);
+    assert_eq!(empty.json::<Value>().await.unwrap()["version"], 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_accepts_any_bearer_case() {
+    let app = TestApp::spawn().await;
+    let account = app.register("Cases").await;
+    let body = json!({ "project_id": account.project_id, "title": "Once" });
+    for scheme in ["Bearer", "BEARER", "bearer"] {
+        let response = app
+            .client
+            .post(app.url("/api/v1/tasks"))
+            .header("authorization", format!("{scheme} {}", account.token))
+            .header("idempotency-key", "same")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "scheme {scheme}");
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from tasks where tenant_id = $1")
+        .bind(account.tenant_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    app.stop().await;
+}

@@ -135,6 +135,37 @@ async fn import_keeps_source_keys_and_reports_bad_rows() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_turns_bad_values_into_row_errors() {
+    let app = TestApp::spawn().await;
+    let account = app.register("Bad Values").await;
+    let file = tempfile_with(
+        "Summary,Issue key,Project key,Due Date\n\
+         Good,BV-1,BV,\n\
+         Has \u{0} nul,BV-2,BV,\n\
+         Repeat,BV-1,BV,\n\
+         Huge number,BV-9223372036854775806,BV,\n\
+         Last,BV-5,BV,\n",
+    );
+    let job_id = app.start_import(&account.token, file.path()).await;
+    let job = app.wait_for_job(&account.token, job_id).await;
+
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["counts"]["created"], 3, "{job}");
+    assert_eq!(job["counts"]["failed"], 2, "{job}");
+    let errors: Value = app.get(&account.token, &format!("/api/v1/jobs/{job_id}/errors")).await.json().await.unwrap();
+    let rows: Vec<i64> = errors["items"].as_array().unwrap().iter().map(|e| e["row_number"].as_i64().unwrap()).collect();
+    assert_eq!(rows, vec![2, 3], "{errors}");
+    let keys: Vec<String> = sqlx::query_scalar("select key from tasks where tenant_id = $1 order by title")
+        .bind(account.tenant_id)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    // The huge source number is not kept, so the task gets the project's next number.
+    assert_eq!(keys, vec!["BV-1", "BV-6", "BV-5"]);
+    app.stop().await;
+}
+
 /// A file that lives as long as the returned handle.
 fn tempfile_with(contents: &str) -> TempFile {
     let path = std::env::temp_dir().join(format!("tasklane-{}.csv", Uuid::new_v4()));

@@ -129,8 +129,9 @@ impl BulkWorker {
             }
         };
 
-        let scope = ImportScope { tenant_id, actor_id, source: format.as_str().to_owned(), project_id: params.project_id };
+        let scope = ImportScope { tenant_id, actor_id, source: source_name(format, &reader, params.upload_id), project_id: params.project_id };
         let mut cache = ImportCache::default();
+        let mut seen = SeenRows::default();
         let mut batch = Vec::with_capacity(self.batch_size);
         loop {
             let row = reader.next_row().await;
@@ -140,7 +141,8 @@ impl BulkWorker {
             }
             if batch.len() >= self.batch_size || (at_end && !batch.is_empty()) {
                 let progress = percent(bytes_read.load(Ordering::Relaxed), params.size_bytes);
-                self.write_batch(&scope, &mut cache, job_id, std::mem::take(&mut batch), progress).await?;
+                let rows = seen.mark_repeats(std::mem::take(&mut batch));
+                self.write_batch(&scope, &mut cache, &mut seen, job_id, rows, progress).await?;
             }
             if at_end {
                 break;
@@ -154,6 +156,7 @@ impl BulkWorker {
         &self,
         scope: &ImportScope,
         cache: &mut ImportCache,
+        seen: &mut SeenRows,
         job_id: Uuid,
         rows: Vec<ImportRow>,
         progress: i32,
@@ -180,7 +183,10 @@ impl BulkWorker {
                 }
             };
             counts.failed += 1;
-            jobs::record_error(&mut tx, scope.tenant_id, job_id, Some(row_number as i64), column.as_deref(), &reason).await?;
+            seen.errors_recorded += 1;
+            if seen.errors_recorded <= MAX_RECORDED_ERRORS {
+                jobs::record_error(&mut tx, scope.tenant_id, job_id, Some(row_number as i64), column.as_deref(), &reason).await?;
+            }
         }
         jobs::add_progress(&mut tx, scope.tenant_id, job_id, Some(scope.actor_id), counts, progress).await?;
         tx.commit().await?;
@@ -205,6 +211,51 @@ impl BulkWorker {
             self.finish(tenant_id, job_id, job.created_by.unwrap_or_default(), "failed", Some(reason)).await?;
         }
         Ok(())
+    }
+}
+
+/// Row errors stored per job; later ones are still counted in `failed`.
+const MAX_RECORDED_ERRORS: u64 = 1000;
+
+/// What one import has seen so far, across its batches.
+#[derive(Default)]
+struct SeenRows {
+    /// Source key to the row number that first used it.
+    keys: std::collections::HashMap<String, u64>,
+    errors_recorded: u64,
+}
+
+impl SeenRows {
+    /// Turns a row that repeats an earlier row's key into an error, so it cannot silently
+    /// overwrite that row.
+    fn mark_repeats(&mut self, rows: Vec<ImportRow>) -> Vec<ImportRow> {
+        rows.into_iter()
+            .map(|row| match row {
+                ImportRow::Task(task) => match self.keys.get(&task.source_key) {
+                    Some(first) => ImportRow::Error(tasklane_import::RowError {
+                        row_number: task.row_number,
+                        column: Some("Issue key".into()),
+                        reason: format!("key {} repeats row {first}; the row was skipped", task.source_key),
+                    }),
+                    None => {
+                        self.keys.insert(task.source_key.clone(), task.row_number);
+                        ImportRow::Task(task)
+                    }
+                },
+                error => error,
+            })
+            .collect()
+    }
+}
+
+/// The source name rows are upserted under. A generic CSV without a `key` column has no
+/// stable row identity, so its rows belong to this upload alone and never overwrite
+/// another file's rows.
+fn source_name<R: tokio::io::AsyncRead + Unpin + Send>(format: ImportFormat, reader: &ImportReader<R>, upload_id: Uuid) -> String {
+    let has_key = reader.header().iter().any(|column| column.trim().eq_ignore_ascii_case("key"));
+    match format {
+        ImportFormat::Csv if !has_key => format!("csv:{upload_id}"),
+        _ => format.as_str().to_owned(),
     }
 }
 

@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::BytesMut;
-use tasklane_store::{jobs, projects, uploads, Tx};
+use axum::extract::multipart::MultipartRejection;
+use tasklane_store::{jobs, projects, uploads, PgPool};
 use uuid::Uuid;
 
 use crate::extract::Caller;
@@ -22,10 +23,43 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new().route("/imports", post(create).layer(DefaultBodyLimit::max(limit)))
 }
 
-async fn create(State(state): State<AppState>, caller: Caller, mut multipart: Multipart) -> Result<Response, ApiError> {
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
     caller.require_writer()?;
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let multipart = multipart.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let mut upload: Option<(Uuid, String, i64)> = None;
+    let outcome = read_parts(&state, &caller, multipart, &mut upload).await;
+    let queued = match outcome {
+        Ok(parts) => queue_job(&state, &caller, upload.clone(), parts).await,
+        Err(error) => Err(error),
+    };
+    if queued.is_err() {
+        // The chunks were written outside a transaction, so a rejected request removes them.
+        if let Some((upload_id, _, _)) = upload {
+            if let Err(error) = uploads::delete(&state.pool, upload_id).await {
+                tracing::warn!(%upload_id, %error, "could not delete the upload of a rejected import");
+            }
+        }
+    }
+    queued
+}
+
+/// The text parts of an import request.
+struct ImportParts {
+    format: Option<String>,
+    project_id: Option<Uuid>,
+}
+
+/// Reads every part, storing the file as it arrives.
+async fn read_parts(
+    state: &AppState,
+    caller: &Caller,
+    mut multipart: Multipart,
+    upload: &mut Option<(Uuid, String, i64)>,
+) -> Result<ImportParts, ApiError> {
     let mut format = None;
     let mut project_id = None;
 
@@ -37,10 +71,12 @@ async fn create(State(state): State<AppState>, caller: Caller, mut multipart: Mu
                 }
                 let filename = field.file_name().unwrap_or("upload.csv").to_owned();
                 let content_type = field.content_type().map(str::to_owned);
-                let id = uploads::create(&mut tx, caller.tenant_id, caller.user_id, &filename, content_type.as_deref()).await?;
-                let size = store_file(&mut tx, caller.tenant_id, id, &mut field).await?;
-                upload = Some((id, filename, size));
+                let id = uploads::create(&state.pool, caller.tenant_id, caller.user_id, &filename, content_type.as_deref()).await?;
+                *upload = Some((id, filename.clone(), 0));
+                let size = store_file(&state.pool, caller.tenant_id, id, &mut field).await?;
+                *upload = Some((id, filename, size));
             }
+            "format" if format.is_some() => return Err(ApiError::BadRequest("the request has more than one format part".into())),
             "format" => format = Some(read_text(field).await?),
             "project_id" => {
                 let text = read_text(field).await?;
@@ -52,6 +88,17 @@ async fn create(State(state): State<AppState>, caller: Caller, mut multipart: Mu
         }
     }
 
+    Ok(ImportParts { format, project_id })
+}
+
+/// Validates the request and commits the job with its `job.requested` event.
+async fn queue_job(
+    state: &AppState,
+    caller: &Caller,
+    upload: Option<(Uuid, String, i64)>,
+    parts: ImportParts,
+) -> Result<Response, ApiError> {
+    let ImportParts { format, project_id } = parts;
     let (upload_id, filename, size) =
         upload.ok_or_else(|| ApiError::Unprocessable("the request has no file part".into()))?;
     if size == 0 {
@@ -74,6 +121,7 @@ async fn create(State(state): State<AppState>, caller: Caller, mut multipart: Mu
         "format": format,
         "project_id": project_id,
     });
+    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
     let job = jobs::create(&mut tx, caller.tenant_id, caller.user_id, "import", params).await?;
     tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
     tracing::info!(job_id = %job.id, upload_id = %upload_id, size, "import queued");
@@ -85,7 +133,7 @@ async fn create(State(state): State<AppState>, caller: Caller, mut multipart: Mu
 
 /// Writes the file part as ~1 MiB chunks as it arrives and returns its size in bytes.
 async fn store_file(
-    tx: &mut Tx<'_>,
+    pool: &PgPool,
     tenant_id: Uuid,
     upload_id: Uuid,
     field: &mut axum::extract::multipart::Field<'_>,
@@ -98,14 +146,14 @@ async fn store_file(
         buffer.extend_from_slice(&bytes);
         while buffer.len() >= uploads::CHUNK_BYTES {
             let chunk = buffer.split_to(uploads::CHUNK_BYTES);
-            uploads::append_chunk(tx, tenant_id, upload_id, seq, &chunk).await?;
+            uploads::append_chunk(pool, tenant_id, upload_id, seq, &chunk).await?;
             seq += 1;
         }
     }
     if !buffer.is_empty() {
-        uploads::append_chunk(tx, tenant_id, upload_id, seq, &buffer).await?;
+        uploads::append_chunk(pool, tenant_id, upload_id, seq, &buffer).await?;
     }
-    uploads::set_size(tx, upload_id, size).await?;
+    uploads::set_size(pool, upload_id, size).await?;
     Ok(size)
 }
 

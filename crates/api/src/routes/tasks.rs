@@ -110,6 +110,14 @@ async fn patch(
         return Err(ApiError::Unprocessable("a merge patch must be a JSON object".into()));
     };
     let parsed = parse_patch(fields)?;
+    if fields.is_empty() {
+        // An empty merge patch changes nothing, so it neither bumps the version nor emits an event.
+        let task = tasks::get(&state.pool, caller.tenant_id, id).await?.ok_or(ApiError::NotFound("task"))?;
+        if expected_version.is_some_and(|expected| expected != task.version) {
+            return Err(ApiError::PreconditionFailed(format!("the task is at version {}", task.version)));
+        }
+        return Ok(task_response(StatusCode::OK, task));
+    }
     let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
     let task = tasks::patch(&mut tx, caller.tenant_id, caller.user_id, id, expected_version, parsed, body).await?;
     tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;

@@ -87,9 +87,17 @@ async fn run_destination(
     cancel: CancellationToken,
 ) {
     let name = destination.name();
+    while let Err(error) = outbox::ensure_cursor(&pool, name).await {
+        tracing::warn!(destination = name, %error, "could not create the relay cursor, retrying");
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(settings.retry_delay) => {}
+        }
+    }
     tracing::info!(destination = name, "relay destination started");
     let metrics = tasklane_telemetry::metrics();
     let mut failing = false;
+    let mut consecutive_failures: u64 = 0;
     loop {
         // Registered before reading, so a NOTIFY that arrives during the read is not lost.
         let notified = wake.notified();
@@ -99,15 +107,21 @@ async fn run_destination(
                 if failing {
                     tracing::info!(destination = name, "relay destination recovered");
                     failing = false;
+                    consecutive_failures = 0;
                 }
                 metrics.relay_published.with_label_values(&[name]).inc_by(count as u64);
                 continue;
             }
             Err(error) => {
                 metrics.relay_failures.with_label_values(&[name]).inc();
+                consecutive_failures += 1;
+                let error = format!("{error:#}");
                 if !failing {
-                    tracing::warn!(destination = name, error = format!("{error:#}"), "relay delivery failed, retrying");
+                    tracing::warn!(destination = name, error, "relay delivery failed, retrying");
                     failing = true;
+                } else if consecutive_failures % 30 == 0 {
+                    // Still failing: someone must look, since this stream is held back.
+                    tracing::error!(destination = name, error, consecutive_failures, "relay delivery keeps failing");
                 }
                 settings.retry_delay
             }
@@ -124,7 +138,7 @@ async fn run_destination(
 /// Delivers the next batch and advances the cursor; returns how many events it delivered.
 async fn deliver_batch(pool: &PgPool, destination: &dyn Destination, limit: i64) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
-    // The cursor row stays locked until commit, so two relays never deliver the same batch
+    // The destination stays locked until commit, so two relays never deliver the same batch
     // to one destination at the same time.
     let cursor = outbox::lock_cursor(&mut tx, destination.name()).await?;
     let rows = outbox::read_after(&mut tx, cursor, limit).await?;

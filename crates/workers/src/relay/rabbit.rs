@@ -1,10 +1,17 @@
 //! Delivers every event to the RabbitMQ exchange `task.events`, routed by event type.
 
+use std::time::Duration;
+
 use tasklane_bus::rabbit::{self, RabbitPublisher};
 use tasklane_bus::Topology;
 use tasklane_store::outbox::OutboxRow;
 use tasklane_store::Tx;
 use tokio::sync::Mutex;
+use tokio::time::timeout;
+
+/// Longest wait for RabbitMQ to connect or to confirm a message; a broker that accepts
+/// connections but stops answering must fail the batch rather than hang the relay.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 use super::Destination;
 
@@ -30,16 +37,25 @@ impl Destination for RabbitDestination {
     async fn deliver(&self, _tx: &mut Tx<'_>, rows: &[OutboxRow]) -> anyhow::Result<()> {
         let mut guard = self.publisher.lock().await;
         if guard.as_ref().is_none_or(|(_, publisher)| !publisher.is_connected()) {
-            let connection = rabbit::connect(&self.url).await?;
-            let publisher = RabbitPublisher::new(&connection, &self.topology).await?;
-            *guard = Some((connection, publisher));
+            let opened = timeout(BROKER_TIMEOUT, async {
+                let connection = rabbit::connect(&self.url).await?;
+                let publisher = RabbitPublisher::new(&connection, &self.topology).await?;
+                anyhow::Ok((connection, publisher))
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to rabbitmq timed out after {BROKER_TIMEOUT:?}"))??;
+            *guard = Some(opened);
         }
         let (_, publisher) = guard.as_ref().expect("publisher was just opened");
         let outcome = async {
             for row in rows {
                 let event = &row.envelope.0;
                 let payload = serde_json::to_vec(event)?;
-                publisher.publish(&event.event_type, &event.event_id.to_string(), &payload).await?;
+                let message_id = event.event_id.to_string();
+                let publish = publisher.publish(&event.event_type, &message_id, &payload);
+                timeout(BROKER_TIMEOUT, publish)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("rabbitmq did not confirm within {BROKER_TIMEOUT:?}"))??;
             }
             anyhow::Ok(())
         }
