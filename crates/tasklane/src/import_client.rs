@@ -20,6 +20,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = args.api_url.trim_end_matches('/').to_owned();
 
+    // Checked first: a server that rejects the token closes the connection mid-upload,
+    // which would otherwise surface as a broken pipe instead of the real reason.
+    read_json(client.get(format!("{base}/api/v1/projects?limit=1")).bearer_auth(&token).send().await?)
+        .await
+        .context("checking TASKLANE_TOKEN against the API")?;
+
     let project_id = match &args.project {
         Some(key) => Some(find_project(&client, &base, &token, key).await?),
         None => None,

@@ -9,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global log subscriber: readable text, or one JSON object per line.
 pub fn init_logging(settings: &LogSettings) {
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal, so log files and pipes get plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
     // A second call (tests start several apps in one process) keeps the first subscriber.
     let _ = match settings.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
