@@ -25,6 +25,8 @@ const USAGE = `usage: node hub-client.mjs --url URL --token TOKEN [options]
                              repeatable, all groups go in one Resume call after the joins
   --transport NAME           websockets (default), serversentevents or longpolling
   --skip-negotiation         connect the WebSocket directly, without negotiate
+  --stateful-reconnect       negotiate stateful reconnect, so a lost WebSocket is replaced
+                             without losing messages
   --protocol NAME            json (default) or messagepack
   --log-level LEVEL          client log level on stderr: trace, debug, information,
                              warning (default), error, critical or none`;
@@ -60,6 +62,7 @@ function parseArgs(argv) {
     resumes: [],
     transport: "websockets",
     skipNegotiation: false,
+    statefulReconnect: false,
     protocol: "json",
     logLevel: "warning",
   };
@@ -77,6 +80,7 @@ function parseArgs(argv) {
       case "--resume": options.resumes.push(parseResume(value())); break;
       case "--transport": options.transport = value().toLowerCase(); break;
       case "--skip-negotiation": options.skipNegotiation = true; break;
+      case "--stateful-reconnect": options.statefulReconnect = true; break;
       case "--protocol": options.protocol = value().toLowerCase(); break;
       case "--log-level": options.logLevel = value().toLowerCase(); break;
       case "--help": case "-h": process.stdout.write(`${USAGE}\n`); process.exit(0);
@@ -130,6 +134,9 @@ async function main() {
     .configureLogging(stderrLogger(LOG_LEVELS[options.logLevel]));
   if (options.protocol === "messagepack") {
     builder = builder.withHubProtocol(new MessagePackHubProtocol());
+  }
+  if (options.statefulReconnect) {
+    builder = builder.withStatefulReconnect();
   }
   const connection = builder.build();
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::{HubMessage, Principal};
 use crate::protocol::{CloseMessage, HubProtocol};
+use crate::stateful::StatefulState;
 
 /// Internal key of a connection in the hub's registries.
 pub(crate) type ConnectionKey = u64;
@@ -45,6 +46,14 @@ impl From<&str> for Frame {
     fn from(text: &str) -> Self {
         Frame::Text(Utf8Bytes::from(text))
     }
+}
+
+/// A frame in the outbound queue. `sequenced` frames are invocation-type messages, which
+/// stateful reconnect numbers and sends again after a reconnect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Outgoing {
+    pub frame: Frame,
+    pub sequenced: bool,
 }
 
 /// A relay message shared by every recipient, encoded at most once per hub protocol.
@@ -103,7 +112,7 @@ pub(crate) struct Connection {
     /// Public connection id from negotiate, safe to log.
     pub connection_id: String,
     pub principal: Principal,
-    outbound: mpsc::Sender<Frame>,
+    outbound: mpsc::Sender<Outgoing>,
     queue_capacity: usize,
     memberships: Mutex<HashMap<String, Membership>>,
     closing: CancellationToken,
@@ -113,6 +122,8 @@ pub(crate) struct Connection {
     handshake_error: Mutex<Option<String>>,
     /// The hub protocol chosen in the handshake. JSON until then.
     protocol: OnceLock<HubProtocol>,
+    /// Set when the connection negotiated stateful reconnect.
+    stateful: OnceLock<StatefulState>,
 }
 
 impl Connection {
@@ -122,7 +133,7 @@ impl Connection {
         connection_id: String,
         principal: Principal,
         queue_capacity: usize,
-    ) -> (Self, mpsc::Receiver<Frame>) {
+    ) -> (Self, mpsc::Receiver<Outgoing>) {
         let (outbound, receiver) = mpsc::channel(queue_capacity);
         let connection = Self {
             key,
@@ -135,6 +146,7 @@ impl Connection {
             close_message: Mutex::new(None),
             handshake_error: Mutex::new(None),
             protocol: OnceLock::new(),
+            stateful: OnceLock::new(),
         };
         (connection, receiver)
     }
@@ -148,11 +160,35 @@ impl Connection {
         self.protocol.get().copied().unwrap_or(HubProtocol::Json)
     }
 
+    /// Turns on stateful reconnect, keeping up to `capacity` unacknowledged messages.
+    pub fn enable_stateful(&self, capacity: usize) {
+        let _ = self.stateful.set(StatefulState::new(capacity));
+    }
+
+    pub fn stateful(&self) -> Option<&StatefulState> {
+        self.stateful.get()
+    }
+
+    /// Queues a frame that stateful reconnect does not number, such as the handshake
+    /// response or an `Ack`.
+    pub fn send_control(&self, frame: Frame) -> bool {
+        self.enqueue(Outgoing {
+            frame,
+            sequenced: false,
+        })
+    }
+
     /// Queues a frame for the writer. A full queue closes the connection, because a client
     /// that reads this slowly would otherwise make the server buffer without bound.
     pub fn send(&self, frame: impl Into<Frame>) -> bool {
-        let frame = frame.into();
-        match self.outbound.try_send(frame) {
+        self.enqueue(Outgoing {
+            frame: frame.into(),
+            sequenced: true,
+        })
+    }
+
+    fn enqueue(&self, outgoing: Outgoing) -> bool {
+        match self.outbound.try_send(outgoing) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.close_slow_consumer();
@@ -378,7 +414,7 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
-    fn connection(capacity: usize) -> (Connection, mpsc::Receiver<Frame>) {
+    fn connection(capacity: usize) -> (Connection, mpsc::Receiver<Outgoing>) {
         let principal = Principal {
             user_id: Uuid::nil(),
             tenant_id: Uuid::nil(),
@@ -405,9 +441,10 @@ mod tests {
         event
     }
 
-    fn drain(receiver: &mut mpsc::Receiver<Frame>) -> Vec<String> {
+    fn drain(receiver: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
         let mut frames = Vec::new();
-        while let Ok(frame) = receiver.try_recv() {
+        while let Ok(outgoing) = receiver.try_recv() {
+            let frame = outgoing.frame;
             let Frame::Text(text) = frame else {
                 panic!("expected a text frame, got {frame:?}");
             };

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Principal;
 use crate::http_transport::{self, HttpTransportKind};
 use crate::hub::HubShared;
-use crate::negotiate::{new_connection_id, ClaimError};
+use crate::negotiate::{new_connection_id, ClaimError, WebSocketClaim};
 use crate::session;
 
 /// Highest negotiate protocol version this server speaks.
@@ -44,6 +44,8 @@ struct NegotiateQuery {
     #[serde(rename = "negotiateVersion")]
     negotiate_version: Option<String>,
     access_token: Option<String>,
+    #[serde(rename = "useStatefulReconnect")]
+    use_stateful_reconnect: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -54,6 +56,8 @@ struct NegotiateResponse {
     connection_token: Option<String>,
     negotiate_version: u32,
     available_transports: [AvailableTransport; 3],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    use_stateful_reconnect: bool,
 }
 
 #[derive(Serialize)]
@@ -105,7 +109,10 @@ async fn negotiate(
         Err(response) => return response,
     };
 
-    let ids = shared.negotiations.create(principal.clone());
+    // Stateful reconnect needs the connection token of negotiate version 1.
+    let version = requested_version.min(MAX_NEGOTIATE_VERSION);
+    let stateful = version >= 1 && query.use_stateful_reconnect.as_deref() == Some("true");
+    let ids = shared.negotiations.create(principal.clone(), stateful);
     schedule_negotiation_expiry(&shared, ids.connection_token.clone());
     tracing::debug!(
         connection_id = %ids.connection_id,
@@ -116,13 +123,13 @@ async fn negotiate(
 
     // Version 0 has no separate token: the client sends `connectionId` as `id`, so that
     // field carries the secret token.
-    let version = requested_version.min(MAX_NEGOTIATE_VERSION);
     let response = if version >= 1 {
         NegotiateResponse {
             connection_id: ids.connection_id,
             connection_token: Some(ids.connection_token),
             negotiate_version: version,
             available_transports: AVAILABLE_TRANSPORTS,
+            use_stateful_reconnect: stateful,
         }
     } else {
         NegotiateResponse {
@@ -130,6 +137,7 @@ async fn negotiate(
             connection_token: None,
             negotiate_version: 0,
             available_transports: AVAILABLE_TRANSPORTS,
+            use_stateful_reconnect: false,
         }
     };
     (
@@ -204,10 +212,13 @@ fn connect_websocket(
     }
 
     // Without `id` the client skipped negotiate, which the WebSockets transport allows.
-    let connection_id = match token.as_deref() {
-        None => new_connection_id(),
+    let claim = match token.as_deref() {
+        None => WebSocketClaim::New {
+            connection_id: new_connection_id(),
+            reconnects: None,
+        },
         Some(token) => match shared.negotiations.claim(token, &principal) {
-            Ok(connection_id) => connection_id,
+            Ok(claim) => claim,
             Err(error) => return claim_rejected(error, &principal),
         },
     };
@@ -216,6 +227,7 @@ fn connect_websocket(
     // over the hub limit still arrives whole and gets a `Close` message naming the limit.
     let transport_limit = shared.settings.max_message_size.saturating_mul(2);
     let failed_token = token.clone();
+    let is_reconnect = matches!(claim, WebSocketClaim::Reconnect(_));
     let failed_shared = Arc::clone(&shared);
     let tasks = shared.tasks.clone();
 
@@ -225,18 +237,34 @@ fn connect_websocket(
         .max_frame_size(transport_limit)
         .on_failed_upgrade(move |error| {
             tracing::debug!(%error, "hub WebSocket upgrade failed");
-            if let Some(token) = failed_token {
+            if let (Some(token), false) = (failed_token, is_reconnect) {
                 failed_shared.negotiations.remove(&token);
             }
         })
         .on_upgrade(move |socket| {
-            tasks.track_future(session::run_websocket(
-                shared,
-                socket,
-                principal,
-                connection_id,
-                token,
-            ))
+            tasks.track_future(async move {
+                match claim {
+                    WebSocketClaim::New {
+                        connection_id,
+                        reconnects,
+                    } => {
+                        let session = session::WebSocketSession {
+                            principal,
+                            connection_id,
+                            token,
+                            reconnects,
+                        };
+                        session::run_websocket(shared, socket, session).await;
+                    }
+                    WebSocketClaim::Reconnect(sessions) => {
+                        if sessions.send(socket).await.is_err() {
+                            tracing::debug!(
+                                "hub connection ended before its WebSocket reconnected"
+                            );
+                        }
+                    }
+                }
+            })
         })
 }
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::backend::Principal;
-use crate::connection::{Connection, Frame};
+use crate::connection::{Connection, Frame, Outgoing};
 use crate::hub::HubShared;
 use crate::outbound::OutboundPump;
 use crate::session::{self, connection_span, Cleanup, Inbound, InboundEvent, CLOSE_TIMEOUT};
@@ -270,8 +270,8 @@ pub(crate) async fn event_stream(http: Arc<HttpConnection>) -> Response {
     // A comment line first, so that the client sees the stream open before any event.
     let prelude = futures::stream::once(async { Ok(Bytes::from_static(b":\r\n\r\n")) });
     let events = futures::stream::unfold(stream, |mut stream| async move {
-        let frame = stream.pump.next().await?;
-        Some((Ok::<_, Infallible>(encode_event(frame)), stream))
+        let outgoing = stream.pump.next().await?;
+        Some((Ok::<_, Infallible>(encode_event(outgoing.frame)), stream))
     });
     let body = Body::from_stream(prelude.chain(events));
 
@@ -351,7 +351,7 @@ async fn wait_for_frames(
             return empty_response(StatusCode::OK);
         }
     };
-    let Some(first) = first else {
+    let Some(Outgoing { frame: first, .. }) = first else {
         http.drained.cancel();
         return empty_response(StatusCode::NO_CONTENT);
     };
@@ -361,8 +361,8 @@ async fn wait_for_frames(
         Frame::Binary(_) => "application/octet-stream",
     };
     let mut body = BytesMut::from(first.into_bytes().as_ref());
-    while let Some(frame) = pump.try_next() {
-        body.extend_from_slice(&frame.into_bytes());
+    while let Some(outgoing) = pump.try_next() {
+        body.extend_from_slice(&outgoing.frame.into_bytes());
     }
     if pump.is_finished() {
         http.drained.cancel();

@@ -15,7 +15,7 @@
 //!   to return ends after [`HubSettings::long_poll_timeout`] with an empty 200.
 //!   `DELETE {path}?id=...` ends the connection, and its waiting poll returns 204. A long
 //!   polling client that sends no poll for [`HubSettings::client_timeout`] is closed.
-//! - The JSON and MessagePack hub protocols, version 1, chosen in the handshake.
+//! - The JSON and MessagePack hub protocols, versions 1 and 2, chosen in the handshake.
 //!   MessagePack is rejected on server-sent events, which carry only text. Clients may
 //!   invoke `JoinTask(taskId)`, `JoinJob(jobId)`, `LeaveTask(taskId)`, `LeaveJob(jobId)`
 //!   and `Resume([{"group", "after_seq"}])`. The server invokes `taskUpdated`,
@@ -39,10 +39,20 @@
 //! half of [`HubSettings::outbound_queue_capacity`], the client gets `resync` for that
 //! group and must join again (task and job groups) or refetch its state.
 //!
-//! NOTE: Stateful reconnect (`Ack` and `Sequence` messages), streaming invocations and
-//! client results are not implemented. Groups and HTTP transport connections are local to
-//! the process, so running several server processes requires every process to receive
-//! every relay message, and server-sent events and long polling need sticky sessions.
+//! Stateful reconnect works over WebSockets only: a client that negotiates with
+//! `useStatefulReconnect=true` gets `"useStatefulReconnect": true`. When its WebSocket is
+//! lost without a close frame, the connection stays open for
+//! [`HubSettings::client_timeout`] and the next WebSocket for the same connection token
+//! takes over. Both sides number their invocation-type messages, acknowledge them with
+//! `Ack`, and after the reconnect send a `Sequence` message and resend what was not
+//! acknowledged, so a message is neither lost nor handled twice if the client reconnects
+//! in time. The server keeps at most [`HubSettings::outbound_queue_capacity`]
+//! unacknowledged messages and closes the connection beyond that.
+//!
+//! NOTE: Streaming invocations and client results are not implemented. Groups and HTTP
+//! transport connections are local to the process, so running several server processes
+//! requires every process to receive every relay message, and server-sent events, long
+//! polling and stateful reconnect need sticky sessions.
 
 mod backend;
 mod connection;
@@ -59,6 +69,7 @@ mod protocol;
 mod resume;
 mod session;
 mod settings;
+mod stateful;
 
 pub use backend::{
     AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,

@@ -7,7 +7,9 @@ use rmpv::Value as Pack;
 use serde_json::{Map, Number, Value};
 
 use crate::framing::FramingError;
-use crate::protocol::{message_kind, ClientMessage, CloseMessage, Invocation, MessageKind};
+use crate::protocol::{
+    message_kind, required_sequence_id, ClientMessage, CloseMessage, Invocation, MessageKind,
+};
 
 /// The largest message length the prefix can announce, 2^31 - 1 bytes.
 const MAX_PREFIXED_LEN: u64 = i32::MAX as u64;
@@ -127,6 +129,12 @@ pub(crate) fn parse_client_message(payload: &[u8]) -> Result<ClientMessage, Stri
         MessageKind::Ping => ClientMessage::Ping,
         MessageKind::Close => ClientMessage::Close {
             error: items.get(1).and_then(Pack::as_str).map(str::to_owned),
+        },
+        MessageKind::Ack => ClientMessage::Ack {
+            sequence_id: required_sequence_id(items.get(1).and_then(Pack::as_i64), "ack")?,
+        },
+        MessageKind::Sequence => ClientMessage::Sequence {
+            sequence_id: required_sequence_id(items.get(1).and_then(Pack::as_i64), "sequence")?,
         },
         MessageKind::Unexpected(kind) => ClientMessage::Unexpected { kind },
     };
@@ -281,6 +289,14 @@ pub(crate) fn encode_client_invocation(target: &str, argument: &Value) -> Vec<u8
 
 pub(crate) fn encode_ping() -> Vec<u8> {
     frame(&Pack::Array(vec![Pack::from(MessageKind::PING)]))
+}
+
+/// Encodes an `Ack` or `Sequence` message, whose only field is the sequence id.
+pub(crate) fn encode_sequence_message(kind: i64, sequence_id: i64) -> Vec<u8> {
+    frame(&Pack::Array(vec![
+        Pack::from(kind),
+        Pack::from(sequence_id),
+    ]))
 }
 
 pub(crate) fn encode_close(close: &CloseMessage) -> Vec<u8> {

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::ws::WebSocket;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use parking_lot::Mutex;
 use rand::rngs::OsRng;
 use rand::RngCore as _;
+use tokio::sync::mpsc;
 
 use crate::backend::Principal;
 use crate::http_transport::{HttpConnection, HttpTransportKind};
@@ -55,14 +57,31 @@ pub(crate) enum ClaimError {
 /// The transport a negotiated connection uses, once it has started.
 enum Binding {
     Unclaimed,
-    WebSocket,
+    /// `reconnect` hands a new WebSocket to the session of a stateful reconnect connection.
+    WebSocket {
+        reconnect: Option<mpsc::Sender<WebSocket>>,
+    },
     Http(Arc<HttpConnection>),
 }
 
 struct Negotiation {
     connection_id: String,
     principal: Principal,
+    /// Whether negotiate granted stateful reconnect.
+    stateful: bool,
     binding: Binding,
+}
+
+/// A successful [`Negotiations::claim`].
+pub(crate) enum WebSocketClaim {
+    /// The first WebSocket of the connection. A stateful reconnect connection receives its
+    /// later WebSockets through `reconnects`.
+    New {
+        connection_id: String,
+        reconnects: Option<mpsc::Receiver<WebSocket>>,
+    },
+    /// A WebSocket that replaces the lost one of a stateful reconnect connection.
+    Reconnect(mpsc::Sender<WebSocket>),
 }
 
 /// A successful [`Negotiations::claim_http`].
@@ -78,7 +97,7 @@ pub(crate) struct Negotiations {
 }
 
 impl Negotiations {
-    pub fn create(&self, principal: Principal) -> NegotiatedIds {
+    pub fn create(&self, principal: Principal, stateful: bool) -> NegotiatedIds {
         let ids = NegotiatedIds {
             connection_id: new_connection_id(),
             connection_token: random_url_safe(TOKEN_BYTES),
@@ -86,6 +105,7 @@ impl Negotiations {
         let negotiation = Negotiation {
             connection_id: ids.connection_id.clone(),
             principal,
+            stateful,
             binding: Binding::Unclaimed,
         };
         self.by_token
@@ -94,18 +114,32 @@ impl Negotiations {
         ids
     }
 
-    /// Binds the token to a WebSocket and returns its connection id. A token can be
-    /// claimed once, and only by the principal it was issued to.
-    pub fn claim(&self, token: &str, principal: &Principal) -> Result<String, ClaimError> {
+    /// Binds the token to a WebSocket. A token can be claimed once, and only by the
+    /// principal it was issued to, unless it negotiated stateful reconnect: then later
+    /// WebSockets replace the first.
+    pub fn claim(&self, token: &str, principal: &Principal) -> Result<WebSocketClaim, ClaimError> {
         let mut by_token = self.by_token.lock();
         let negotiation = owned_negotiation(&mut by_token, token, principal)?;
-        match negotiation.binding {
+        match &negotiation.binding {
             Binding::Unclaimed => {}
-            Binding::WebSocket => return Err(ClaimError::AlreadyConnected),
+            Binding::WebSocket {
+                reconnect: Some(reconnect),
+            } => return Ok(WebSocketClaim::Reconnect(reconnect.clone())),
+            Binding::WebSocket { reconnect: None } => return Err(ClaimError::AlreadyConnected),
             Binding::Http(_) => return Err(ClaimError::OtherTransport),
         }
-        negotiation.binding = Binding::WebSocket;
-        Ok(negotiation.connection_id.clone())
+
+        let (reconnect, reconnects) = if negotiation.stateful {
+            let (sender, receiver) = mpsc::channel(1);
+            (Some(sender), Some(receiver))
+        } else {
+            (None, None)
+        };
+        negotiation.binding = Binding::WebSocket { reconnect };
+        Ok(WebSocketClaim::New {
+            connection_id: negotiation.connection_id.clone(),
+            reconnects,
+        })
     }
 
     /// Returns the token's HTTP transport of `kind`, starting it with `create` (called
@@ -132,7 +166,7 @@ impl Negotiations {
                 connection: Arc::clone(connection),
                 created: false,
             }),
-            Binding::WebSocket | Binding::Http(_) => Err(ClaimError::OtherTransport),
+            Binding::WebSocket { .. } | Binding::Http(_) => Err(ClaimError::OtherTransport),
         }
     }
 
@@ -147,7 +181,7 @@ impl Negotiations {
         match &negotiation.binding {
             Binding::Http(connection) => Ok(Arc::clone(connection)),
             Binding::Unclaimed => Err(ClaimError::NotStarted),
-            Binding::WebSocket => Err(ClaimError::OtherTransport),
+            Binding::WebSocket { .. } => Err(ClaimError::OtherTransport),
         }
     }
 
@@ -202,7 +236,7 @@ mod tests {
     fn create_returns_distinct_url_safe_ids() {
         let negotiations = Negotiations::default();
 
-        let ids = negotiations.create(principal());
+        let ids = negotiations.create(principal(), false);
 
         assert_ne!(ids.connection_id, ids.connection_token);
         assert_eq!(ids.connection_token.len(), 43);
@@ -216,41 +250,68 @@ mod tests {
     fn claim_succeeds_once() {
         let negotiations = Negotiations::default();
         let owner = principal();
-        let ids = negotiations.create(owner.clone());
+        let ids = negotiations.create(owner.clone(), false);
 
         let first = negotiations.claim(&ids.connection_token, &owner);
         let second = negotiations.claim(&ids.connection_token, &owner);
 
-        assert_eq!(first, Ok(ids.connection_id));
-        assert_eq!(second, Err(ClaimError::AlreadyConnected));
+        let Ok(WebSocketClaim::New {
+            connection_id,
+            reconnects,
+        }) = first
+        else {
+            panic!("the first claim starts a new connection");
+        };
+        assert_eq!(connection_id, ids.connection_id);
+        assert!(reconnects.is_none());
+        assert!(matches!(second, Err(ClaimError::AlreadyConnected)));
     }
 
     #[test]
     fn claim_rejects_other_principal() {
         let negotiations = Negotiations::default();
-        let ids = negotiations.create(principal());
+        let ids = negotiations.create(principal(), false);
 
         let result = negotiations.claim(&ids.connection_token, &principal());
 
-        assert_eq!(result, Err(ClaimError::OtherPrincipal));
+        assert!(matches!(result, Err(ClaimError::OtherPrincipal)));
     }
 
     #[test]
     fn claim_unknown_token_fails() {
         let negotiations = Negotiations::default();
 
-        assert_eq!(
+        assert!(matches!(
             negotiations.claim("missing", &principal()),
             Err(ClaimError::NotFound)
-        );
+        ));
+    }
+
+    #[test]
+    fn stateful_claim_accepts_reconnects() {
+        let negotiations = Negotiations::default();
+        let owner = principal();
+        let ids = negotiations.create(owner.clone(), true);
+
+        let first = negotiations.claim(&ids.connection_token, &owner);
+        let second = negotiations.claim(&ids.connection_token, &owner);
+
+        assert!(matches!(
+            first,
+            Ok(WebSocketClaim::New {
+                reconnects: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(second, Ok(WebSocketClaim::Reconnect(_))));
     }
 
     #[test]
     fn remove_unclaimed_keeps_connected_tokens() {
         let negotiations = Negotiations::default();
         let owner = principal();
-        let connected = negotiations.create(owner.clone());
-        let idle = negotiations.create(owner.clone());
+        let connected = negotiations.create(owner.clone(), false);
+        let idle = negotiations.create(owner.clone(), false);
         negotiations
             .claim(&connected.connection_token, &owner)
             .unwrap();

@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use crate::connection::{Connection, Frame};
+use crate::connection::{Connection, Frame, Outgoing};
 use crate::protocol::encode_handshake_response;
 
 pub(crate) struct OutboundPump {
-    outbound: mpsc::Receiver<Frame>,
+    outbound: mpsc::Receiver<Outgoing>,
     connection: Arc<Connection>,
     /// `None` for long polling, where each poll request shows that the client is alive.
     keep_alive: Option<Duration>,
@@ -22,7 +22,7 @@ pub(crate) struct OutboundPump {
 
 impl OutboundPump {
     pub fn new(
-        outbound: mpsc::Receiver<Frame>,
+        outbound: mpsc::Receiver<Outgoing>,
         connection: Arc<Connection>,
         keep_alive: Option<Duration>,
     ) -> Self {
@@ -40,7 +40,7 @@ impl OutboundPump {
     /// dropped, the final frame (if any) is returned, and then only `None`.
     ///
     /// Cancel safe: a frame is never lost when the returned future is dropped.
-    pub async fn next(&mut self) -> Option<Frame> {
+    pub async fn next(&mut self) -> Option<Outgoing> {
         if self.finished {
             return None;
         }
@@ -53,7 +53,7 @@ impl OutboundPump {
                 None => return self.finish(),
             },
             () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
-                self.connection.protocol().ping()
+                control(self.connection.protocol().ping())
             }
         };
         self.reset_ping();
@@ -61,7 +61,7 @@ impl OutboundPump {
     }
 
     /// Returns the next frame if one is ready without waiting.
-    pub fn try_next(&mut self) -> Option<Frame> {
+    pub fn try_next(&mut self) -> Option<Outgoing> {
         if self.finished {
             return None;
         }
@@ -82,14 +82,23 @@ impl OutboundPump {
         self.ping_at = self.keep_alive.map(|interval| Instant::now() + interval);
     }
 
-    fn finish(&mut self) -> Option<Frame> {
+    fn finish(&mut self) -> Option<Outgoing> {
         self.finished = true;
         if let Some(error) = self.connection.handshake_error() {
-            return Some(Frame::from(encode_handshake_response(Some(&error))));
+            return Some(control(Frame::from(encode_handshake_response(Some(
+                &error,
+            )))));
         }
         self.connection
             .close_message()
-            .map(|close| self.connection.protocol().close(&close))
+            .map(|close| control(self.connection.protocol().close(&close)))
+    }
+}
+
+fn control(frame: Frame) -> Outgoing {
+    Outgoing {
+        frame,
+        sequenced: false,
     }
 }
 
@@ -117,8 +126,8 @@ mod tests {
         connection.send("a");
         connection.send("b");
 
-        assert_eq!(pump.next().await, Some(Frame::from("a")));
-        assert_eq!(pump.try_next(), Some(Frame::from("b")));
+        assert_eq!(pump.next().await.unwrap().frame, Frame::from("a"));
+        assert_eq!(pump.try_next().unwrap().frame, Frame::from("b"));
         assert_eq!(pump.try_next(), None);
     }
 
@@ -126,9 +135,10 @@ mod tests {
     async fn next_sends_ping_when_idle() {
         let (_connection, mut pump) = pump(Some(Duration::from_millis(20)));
 
-        let frame = pump.next().await;
+        let outgoing = pump.next().await.unwrap();
 
-        assert_eq!(frame, Some(Frame::from(crate::protocol::encode_ping())));
+        assert_eq!(outgoing.frame, Frame::from(crate::protocol::encode_ping()));
+        assert!(!outgoing.sequenced);
     }
 
     #[tokio::test]
@@ -139,8 +149,8 @@ mod tests {
         connection.close(Some(CloseMessage::error("bye")));
 
         assert_eq!(
-            pump.next().await,
-            Some(Frame::from(CloseMessage::error("bye").encode()))
+            pump.next().await.unwrap().frame,
+            Frame::from(CloseMessage::error("bye").encode())
         );
         assert!(pump.is_finished());
         assert_eq!(pump.next().await, None);
@@ -153,8 +163,8 @@ mod tests {
         connection.reject_handshake("no".to_owned());
 
         assert_eq!(
-            pump.try_next(),
-            Some(Frame::from(encode_handshake_response(Some("no"))))
+            pump.try_next().unwrap().frame,
+            Frame::from(encode_handshake_response(Some("no")))
         );
         assert_eq!(pump.try_next(), None);
     }

@@ -11,10 +11,12 @@ use crate::framing::terminate;
 use crate::connection::Frame;
 use crate::msgpack;
 
-/// Protocol names that a client may request in the handshake, each in version 1.
+/// Protocol names that a client may request in the handshake.
 pub const JSON_PROTOCOL: &str = "json";
 pub const MESSAGEPACK_PROTOCOL: &str = "messagepack";
-pub const PROTOCOL_VERSION: i64 = 1;
+/// Versions accepted for both protocols. Version 2 adds the `Ack` and `Sequence` messages
+/// of stateful reconnect, which clients request together with it.
+pub const PROTOCOL_VERSIONS: [i64; 2] = [1, 2];
 
 const INVOCATION: i64 = 1;
 const STREAM_ITEM: i64 = 2;
@@ -87,6 +89,22 @@ impl HubProtocol {
     pub fn close(self, close: &CloseMessage) -> Frame {
         self.frame(|| close.encode(), || msgpack::encode_close(close))
     }
+
+    /// Encodes an `Ack` of every message up to `sequence_id`, for stateful reconnect.
+    pub fn ack(self, sequence_id: i64) -> Frame {
+        self.frame(
+            || encode_sequence_message(ACK, sequence_id),
+            || msgpack::encode_sequence_message(ACK, sequence_id),
+        )
+    }
+
+    /// Encodes a `Sequence` message: the next message sent has `sequence_id`.
+    pub fn sequence(self, sequence_id: i64) -> Frame {
+        self.frame(
+            || encode_sequence_message(SEQUENCE, sequence_id),
+            || msgpack::encode_sequence_message(SEQUENCE, sequence_id),
+        )
+    }
 }
 
 /// The message types of the hub protocol, shared by its JSON and MessagePack forms.
@@ -96,9 +114,10 @@ pub(crate) enum MessageKind {
     CancelInvocation,
     Ping,
     Close,
-    /// Stream items, completions, acks and sequence messages: the server never invokes
-    /// client methods that return results, accepts no upload streams and does not
-    /// negotiate stateful reconnect, so a client never has a reason to send one.
+    Ack,
+    Sequence,
+    /// Stream items and completions: the server never invokes client methods that return
+    /// results and accepts no upload streams, so a client never has a reason to send one.
     Unexpected(&'static str),
 }
 
@@ -119,8 +138,8 @@ pub(crate) fn message_kind(kind: i64) -> Result<MessageKind, String> {
         CANCEL_INVOCATION => MessageKind::CancelInvocation,
         PING => MessageKind::Ping,
         CLOSE => MessageKind::Close,
-        ACK => MessageKind::Unexpected("ack"),
-        SEQUENCE => MessageKind::Unexpected("sequence"),
+        ACK => MessageKind::Ack,
+        SEQUENCE => MessageKind::Sequence,
         other => return Err(format!("unknown hub message type {other}")),
     };
     Ok(kind)
@@ -143,7 +162,7 @@ pub fn parse_handshake(record: &str) -> Result<HubProtocol, String> {
         MESSAGEPACK_PROTOCOL => HubProtocol::MessagePack,
         other => return Err(format!("Requested protocol '{other}' is not available.")),
     };
-    if request.version != PROTOCOL_VERSION {
+    if !PROTOCOL_VERSIONS.contains(&request.version) {
         return Err(format!(
             "The server does not support version {} of the '{}' protocol.",
             request.version,
@@ -184,6 +203,14 @@ pub enum ClientMessage {
     Close {
         error: Option<String>,
     },
+    /// The client received every message up to `sequence_id` (stateful reconnect).
+    Ack {
+        sequence_id: i64,
+    },
+    /// After a reconnect, the next message the client sends has `sequence_id`.
+    Sequence {
+        sequence_id: i64,
+    },
     /// A message type that clients of this hub never need to send: see
     /// [`MessageKind::Unexpected`].
     Unexpected {
@@ -203,6 +230,7 @@ struct RawMessage {
     arguments: Option<Vec<Value>>,
     stream_ids: Option<Vec<String>>,
     error: Option<String>,
+    sequence_id: Option<i64>,
 }
 
 /// Parses one JSON record into a client message. The error text is sent to the client in
@@ -226,9 +254,24 @@ pub fn parse_client_message(record: &str) -> Result<ClientMessage, String> {
         MessageKind::CancelInvocation => ClientMessage::CancelInvocation,
         MessageKind::Ping => ClientMessage::Ping,
         MessageKind::Close => ClientMessage::Close { error: raw.error },
+        MessageKind::Ack => ClientMessage::Ack {
+            sequence_id: required_sequence_id(raw.sequence_id, "ack")?,
+        },
+        MessageKind::Sequence => ClientMessage::Sequence {
+            sequence_id: required_sequence_id(raw.sequence_id, "sequence")?,
+        },
         MessageKind::Unexpected(kind) => ClientMessage::Unexpected { kind },
     };
     Ok(message)
+}
+
+/// Returns the `sequenceId` of an ack or sequence message, which must be present.
+pub(crate) fn required_sequence_id(sequence_id: Option<i64>, kind: &str) -> Result<i64, String> {
+    sequence_id.ok_or_else(|| format!("invalid {kind} message: missing field `sequenceId`"))
+}
+
+fn encode_sequence_message(kind: i64, sequence_id: i64) -> String {
+    terminate(format!("{{\"type\":{kind},\"sequenceId\":{sequence_id}}}"))
 }
 
 fn parse_invocation(raw: RawMessage, kind: &str) -> Result<Invocation, String> {
@@ -384,6 +427,10 @@ mod tests {
             parse_handshake(r#"{"protocol":"messagepack","version":1}"#),
             Ok(HubProtocol::MessagePack)
         );
+        assert_eq!(
+            parse_handshake(r#"{"protocol":"json","version":2}"#),
+            Ok(HubProtocol::Json)
+        );
     }
 
     #[test]
@@ -395,9 +442,9 @@ mod tests {
 
     #[test]
     fn handshake_rejects_other_version() {
-        let error = parse_handshake(r#"{"protocol":"json","version":2}"#).unwrap_err();
+        let error = parse_handshake(r#"{"protocol":"json","version":3}"#).unwrap_err();
 
-        assert!(error.contains("version 2"), "{error}");
+        assert!(error.contains("version 3"), "{error}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tracing::Instrument as _;
 
@@ -31,7 +32,7 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The source of a connection's client messages.
 pub(crate) enum Inbound {
-    WebSocket(SplitStream<WebSocket>),
+    WebSocket(WebSocketInbound),
     /// Bodies of `POST {path}?id=...` requests, for server-sent events and long polling.
     Http(HttpInbound),
 }
@@ -53,17 +54,80 @@ pub(crate) enum InboundEvent {
 impl Inbound {
     async fn next(&mut self, client_timeout: Duration) -> InboundEvent {
         match self {
-            Inbound::WebSocket(stream) => next_websocket_event(stream, client_timeout).await,
+            Inbound::WebSocket(inbound) => inbound.next(client_timeout).await,
             Inbound::Http(inbound) => inbound.next(client_timeout).await,
         }
     }
 }
 
-async fn next_websocket_event(
-    stream: &mut SplitStream<WebSocket>,
-    client_timeout: Duration,
-) -> InboundEvent {
-    match timeout(client_timeout, stream.next()).await {
+type WebSocketSink = SplitSink<WebSocket, Message>;
+
+/// The reading half of a connection's WebSocket. With stateful reconnect, a lost WebSocket
+/// is replaced by the next one the client opens for the same connection token, within
+/// the client timeout. The new sending half goes to the writer through `sinks`.
+pub(crate) struct WebSocketInbound {
+    stream: Option<SplitStream<WebSocket>>,
+    reconnects: Option<mpsc::Receiver<WebSocket>>,
+    sinks: mpsc::Sender<WebSocketSink>,
+}
+
+impl WebSocketInbound {
+    async fn next(&mut self, client_timeout: Duration) -> InboundEvent {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                match timeout(client_timeout, next_socket(&mut self.reconnects)).await {
+                    Err(_elapsed) => {
+                        tracing::info!("hub client did not reconnect in time");
+                        return InboundEvent::Ended;
+                    }
+                    Ok(None) => return InboundEvent::Ended,
+                    Ok(Some(socket)) => {
+                        self.attach(socket).await;
+                        continue;
+                    }
+                }
+            };
+
+            let read = tokio::select! {
+                socket = next_socket(&mut self.reconnects) => {
+                    if let Some(socket) = socket {
+                        self.attach(socket).await;
+                    }
+                    continue;
+                }
+                read = timeout(client_timeout, stream.next()) => read,
+            };
+            let lost = matches!(read, Ok(None | Some(Err(_))));
+            if lost && self.reconnects.is_some() {
+                tracing::debug!("hub WebSocket lost, waiting for the client to reconnect");
+                self.stream = None;
+                continue;
+            }
+            return websocket_event(read);
+        }
+    }
+
+    /// Switches to a new WebSocket of the same connection.
+    async fn attach(&mut self, socket: WebSocket) {
+        tracing::info!("hub client reconnected its WebSocket");
+        let (sink, stream) = socket.split();
+        self.stream = Some(stream);
+        let _ = self.sinks.send(sink).await;
+    }
+}
+
+/// Waits for a replacement WebSocket, or forever when the connection has no reconnects.
+async fn next_socket(reconnects: &mut Option<mpsc::Receiver<WebSocket>>) -> Option<WebSocket> {
+    match reconnects {
+        Some(reconnects) => reconnects.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+type WebSocketRead = Result<Option<Result<Message, axum::Error>>, tokio::time::error::Elapsed>;
+
+fn websocket_event(read: WebSocketRead) -> InboundEvent {
+    match read {
         Err(_elapsed) => InboundEvent::TimedOut,
         Ok(None | Some(Ok(Message::Close(_)))) => InboundEvent::Ended,
         Ok(Some(Err(error))) => {
@@ -82,40 +146,58 @@ async fn next_websocket_event(
     }
 }
 
+/// The parts of a new WebSocket connection besides its first socket.
+pub(crate) struct WebSocketSession {
+    pub principal: Principal,
+    pub connection_id: String,
+    /// The negotiated connection token, absent when the client skipped negotiate.
+    pub token: Option<String>,
+    /// Later WebSockets of a connection that negotiated stateful reconnect.
+    pub reconnects: Option<mpsc::Receiver<WebSocket>>,
+}
+
 /// Runs a WebSocket connection from the upgrade until it closes.
 pub(crate) async fn run_websocket(
     shared: Arc<HubShared>,
     socket: WebSocket,
-    principal: Principal,
-    connection_id: String,
-    token: Option<String>,
+    session: WebSocketSession,
 ) {
-    let span = connection_span(&connection_id, &principal, "websockets");
+    let span = connection_span(&session.connection_id, &session.principal, "websockets");
     let key = shared.next_connection_key();
     let (connection, outbound) = Connection::new(
         key,
-        connection_id,
-        principal,
+        session.connection_id,
+        session.principal,
         shared.settings.outbound_queue_capacity,
     );
     let connection = Arc::new(connection);
+    if session.reconnects.is_some() {
+        connection.enable_stateful(shared.settings.outbound_queue_capacity);
+    }
     let cleanup = Cleanup {
         shared: Arc::clone(&shared),
-        token,
+        token: session.token,
         connection: Arc::clone(&connection),
     };
 
     let (sink, stream) = socket.split();
+    let (sinks, new_sinks) = mpsc::channel(1);
     let pump = OutboundPump::new(
         outbound,
         Arc::clone(&connection),
         Some(shared.settings.keep_alive_interval),
     );
-    let writer =
-        tokio::spawn(write_websocket(sink, pump, Arc::clone(&connection)).instrument(span.clone()));
+    let writer = tokio::spawn(
+        write_websocket(sink, new_sinks, pump, Arc::clone(&connection)).instrument(span.clone()),
+    );
+    let inbound = WebSocketInbound {
+        stream: Some(stream),
+        reconnects: session.reconnects,
+        sinks,
+    };
 
     async move {
-        run(&shared, &connection, Inbound::WebSocket(stream), true).await;
+        run(&shared, &connection, Inbound::WebSocket(inbound), true).await;
         finish_writer(writer).await;
         drop(cleanup);
     }
@@ -157,7 +239,7 @@ impl Drop for Cleanup {
 
 /// Runs the handshake and then the client's messages until the connection closes. Returns
 /// once the connection is closed, and the transport then sends the final frame.
-/// `binary_transport` tells whether the transport can carry a binary hub protocol.
+/// `binary_transport` is whether the transport can carry a binary hub protocol.
 pub(crate) async fn run(
     shared: &HubShared,
     connection: &Arc<Connection>,
@@ -228,7 +310,7 @@ async fn accept_handshake(
         }
         Ok(Ok((protocol, leftover))) => {
             connection.set_protocol(protocol);
-            connection.send(encode_handshake_response(None));
+            connection.send_control(Frame::from(encode_handshake_response(None)));
             Some(leftover)
         }
     }
@@ -408,7 +490,47 @@ async fn handle_messages(
             }
         };
 
+        // With stateful reconnect, invocation-type messages are numbered, repeats from
+        // before a reconnect are skipped, and each handled one is acknowledged afterwards.
+        let sequence_id = match (&message, connection.stateful()) {
+            (
+                ClientMessage::Invocation(_)
+                | ClientMessage::StreamInvocation(_)
+                | ClientMessage::CancelInvocation,
+                Some(stateful),
+            ) => match stateful.receive() {
+                Some(id) => Some(id),
+                None => continue,
+            },
+            _ => None,
+        };
+
         match message {
+            ClientMessage::Ack { sequence_id } if connection.stateful().is_some() => {
+                if let Some(stateful) = connection.stateful() {
+                    stateful.ack(sequence_id);
+                }
+            }
+            ClientMessage::Sequence { sequence_id } if connection.stateful().is_some() => {
+                if let Some(stateful) = connection.stateful() {
+                    stateful.restart_receiving(sequence_id);
+                }
+            }
+            ClientMessage::Ack { .. } | ClientMessage::Sequence { .. } => {
+                let kind = if matches!(message, ClientMessage::Ack { .. }) {
+                    "ack"
+                } else {
+                    "sequence"
+                };
+                protocol_error(
+                    connection,
+                    &format!(
+                        "unexpected {kind} message: this connection did not negotiate \
+                         stateful reconnect"
+                    ),
+                );
+                return false;
+            }
             ClientMessage::Invocation(invocation) => {
                 // A join may wait on the backend, and a close must not wait for it.
                 tokio::select! {
@@ -441,6 +563,9 @@ async fn handle_messages(
             }
         }
 
+        if let Some(sequence_id) = sequence_id {
+            connection.send_control(connection.protocol().ack(sequence_id));
+        }
         if connection.is_closing() {
             return false;
         }
@@ -454,29 +579,98 @@ fn protocol_error(connection: &Connection, error: &str) {
 }
 
 /// Writes the connection's frames to the WebSocket until the final frame, then closes it.
+///
+/// With stateful reconnect, a failed write does not end the connection: the writer waits
+/// for the socket of the client's reconnect, announces the first unacknowledged sequence
+/// id, sends the unacknowledged frames again and goes on.
 async fn write_websocket(
-    mut sink: SplitSink<WebSocket, Message>,
+    sink: WebSocketSink,
+    mut new_sinks: mpsc::Receiver<WebSocketSink>,
     mut pump: OutboundPump,
     connection: Arc<Connection>,
 ) {
-    while let Some(frame) = pump.next().await {
-        let message = match frame {
-            Frame::Text(text) => Message::Text(text),
-            Frame::Binary(bytes) => Message::Binary(bytes),
+    let mut sink = Some(sink);
+    // The reader drops its end when the session ends, and a closed channel must not win
+    // every `select!` below.
+    let mut sinks_open = true;
+    loop {
+        let Some(current) = sink.as_mut() else {
+            tokio::select! {
+                () = connection.closed() => return,
+                new_sink = new_sinks.recv() => match new_sink {
+                    Some(new_sink) => sink = resend(new_sink, &connection).await,
+                    None => return,
+                },
+            }
+            continue;
         };
-        if let Err(error) = sink.send(message).await {
+
+        let outgoing = tokio::select! {
+            biased;
+            new_sink = new_sinks.recv(), if sinks_open => {
+                match new_sink {
+                    Some(new_sink) => sink = resend(new_sink, &connection).await,
+                    None => sinks_open = false,
+                }
+                continue;
+            }
+            outgoing = pump.next() => outgoing,
+        };
+        let Some(outgoing) = outgoing else { break };
+
+        if let (true, Some(stateful)) = (outgoing.sequenced, connection.stateful()) {
+            if !stateful.record_sent(&outgoing.frame) {
+                connection.close(Some(CloseMessage::reconnectable(Some(
+                    "too many messages not acknowledged by the client".to_owned(),
+                ))));
+            }
+        }
+        if let Err(error) = current.send(websocket_message(outgoing.frame)).await {
             tracing::debug!(%error, "hub WebSocket write failed");
+            if connection.stateful().is_some() && !connection.is_closing() {
+                sink = None;
+                continue;
+            }
             connection.close(None);
             return;
         }
     }
 
-    let _ = sink
-        .send(Message::Close(Some(CloseFrame {
-            code: close_code::NORMAL,
-            reason: Utf8Bytes::default(),
-        })))
-        .await;
+    if let Some(mut sink) = sink {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: Utf8Bytes::default(),
+            })))
+            .await;
+    }
+}
+
+fn websocket_message(frame: Frame) -> Message {
+    match frame {
+        Frame::Text(text) => Message::Text(text),
+        Frame::Binary(bytes) => Message::Binary(bytes),
+    }
+}
+
+/// Starts a replacement WebSocket with a `Sequence` message and the unacknowledged
+/// frames. Returns the sink, or `None` when this socket failed too.
+async fn resend(mut sink: WebSocketSink, connection: &Connection) -> Option<WebSocketSink> {
+    let stateful = connection.stateful()?;
+    let (first_id, frames) = stateful.unacknowledged();
+    tracing::debug!(
+        first_id,
+        count = frames.len(),
+        "resending unacknowledged hub messages"
+    );
+    let sequence = connection.protocol().sequence(first_id);
+    for frame in std::iter::once(sequence).chain(frames) {
+        if let Err(error) = sink.send(websocket_message(frame)).await {
+            tracing::debug!(%error, "hub WebSocket write failed while resending");
+            return None;
+        }
+    }
+    Some(sink)
 }
 
 /// Waits for the writer to send its last frames, at most [`CLOSE_TIMEOUT`].

@@ -404,3 +404,95 @@ async fn resumes_after_reconnect(protocol: &str) {
     let status = second.stop().await;
     assert!(status.success(), "second hub-client exited with {status}");
 }
+
+/// A TCP proxy in front of the hub whose open connections a test can cut, as a network
+/// failure would, while new connections still go through.
+struct CuttingProxy {
+    addr: std::net::SocketAddr,
+    links: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CuttingProxy {
+    async fn start(target: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let links = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let accepted_links = std::sync::Arc::clone(&links);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+                accepted_links.lock().push(link);
+            }
+        });
+        Self { addr, links }
+    }
+
+    fn hub_url(&self) -> String {
+        format!("http://{}/hubs/tasks", self.addr)
+    }
+
+    /// Drops every open connection without a WebSocket close frame.
+    fn cut(&self) {
+        for link in self.links.lock().drain(..) {
+            link.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_survives_lost_websocket_with_stateful_reconnect() {
+    survives_lost_websocket("json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_client_stateful_reconnect_with_messagepack() {
+    survives_lost_websocket("messagepack").await;
+}
+
+/// Cuts the client's WebSocket while messages are published, and checks that the client
+/// reconnects by itself and receives every message exactly once.
+async fn survives_lost_websocket(protocol: &str) {
+    let server = TestServer::start().await;
+    let proxy = CuttingProxy::start(server.addr).await;
+    let user = principal();
+    let task_id = server.backend.add_task(user.tenant_id, 0, json!({}));
+    let group = format!("task:{task_id}");
+    let args = [
+        "--protocol".to_owned(),
+        protocol.to_owned(),
+        "--stateful-reconnect".to_owned(),
+        "--join-task".to_owned(),
+        task_id.to_string(),
+    ];
+    let mut client = NodeClient::spawn(&proxy.hub_url(), &token_for(&user), &args).await;
+    client.events_until("ready").await;
+    server.publish(&group, 1, "taskUpdated");
+    let first = client.next_event().await;
+
+    proxy.cut();
+    for seq in 2..=4 {
+        server.publish(&group, seq, "taskUpdated");
+    }
+    let mut after_cut = Vec::new();
+    for _ in 2..=4 {
+        after_cut.push(client.next_event().await);
+    }
+    server.publish(&group, 5, "taskUpdated");
+    let last = client.next_event().await;
+
+    assert_eq!(first["envelope"]["seq"], 1);
+    let seqs: Vec<&Value> = after_cut
+        .iter()
+        .map(|event| &event["envelope"]["seq"])
+        .collect();
+    assert_eq!(seqs, [&json!(2), &json!(3), &json!(4)], "{after_cut:?}");
+    assert_eq!(last["envelope"]["seq"], 5, "{last}");
+    assert_eq!(server.hub.connection_count(), 1);
+    let status = client.stop().await;
+    assert!(status.success(), "hub-client exited with {status}");
+}

@@ -345,3 +345,13 @@ async fn unknown_method_keeps_connection_open() {
     assert_eq!(second["error"], "unknown hub method 'AlsoNope'");
     assert_eq!(server.hub.connection_count(), 1);
 }
+
+#[tokio::test]
+async fn ack_without_stateful_reconnect_closes_with_error() {
+    let server = TestServer::start().await;
+    let mut client = server.connect(&principal()).await;
+
+    client.send(json!({"type": 8, "sequenceId": 1})).await;
+
+    assert_closed_with_error(&mut client, "did not negotiate stateful reconnect").await;
+}

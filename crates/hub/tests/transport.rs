@@ -37,6 +37,32 @@ async fn negotiate_v1_returns_token_and_transports() {
 }
 
 #[tokio::test]
+async fn negotiate_grants_stateful_reconnect_on_request() {
+    let server = TestServer::start().await;
+    let token = token_for(&principal());
+
+    let (_, requested) = server
+        .negotiate_raw(
+            "?negotiateVersion=1&useStatefulReconnect=true",
+            Some(&token),
+        )
+        .await;
+    let (_, plain) = server
+        .negotiate_raw("?negotiateVersion=1", Some(&token))
+        .await;
+    let (_, version_zero) = server
+        .negotiate_raw("?useStatefulReconnect=true", Some(&token))
+        .await;
+
+    let requested: Value = serde_json::from_str(&requested).unwrap();
+    let plain: Value = serde_json::from_str(&plain).unwrap();
+    let version_zero: Value = serde_json::from_str(&version_zero).unwrap();
+    assert_eq!(requested["useStatefulReconnect"], true);
+    assert_eq!(plain.get("useStatefulReconnect"), None);
+    assert_eq!(version_zero.get("useStatefulReconnect"), None);
+}
+
+#[tokio::test]
 async fn negotiate_caps_version_at_one() {
     let server = TestServer::start().await;
     let token = token_for(&principal());
