@@ -1,9 +1,9 @@
 """Prints scripts/bench-hub's results (JSON lines from hub-loadgen) as a Markdown table.
 
-Per case, two rates from the rate steps: the highest step that delivered every message
-(at least 95 % of them) with p99 latency within the limit, and the highest step that
-delivered every message whatever the latency, each with its deliveries per second and
-latency percentiles. Then the server's resident memory per idle connection and, for the
+Each case gets two rates from its rate steps, each with its deliveries per second and
+latency percentiles. The first is the highest step that delivered every message (at least
+95 % of them) with p99 latency within the limit. The second is the highest step that
+delivered every message, whatever the latency. Then the server's resident memory per idle connection and, for the
 hub, the ratio of its no-loss deliveries per second to Socket.IO's at the same client count
 and pinning. Deliveries per server CPU-second divide the no-loss rate by the CPU time the
 server used, which stays meaningful when other processes take part of the server's core.
