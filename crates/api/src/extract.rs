@@ -3,7 +3,8 @@
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::header;
-use tasklane_auth::policy::{self, Action, Role};
+use tasklane_auth::policy::{self, Action, Role, TokenScope};
+use tasklane_auth::{hash_opaque_token, API_TOKEN_PREFIX};
 use uuid::Uuid;
 
 use crate::{ApiError, AppState};
@@ -35,21 +36,25 @@ pub struct Caller {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
     pub role: String,
+    /// The scope when the caller authenticated with a personal API token, `None` for an
+    /// access token.
+    pub token_scope: Option<TokenScope>,
 }
 
 impl Caller {
     /// Rejects callers whose role the policy does not allow `action`; a role name that does
     /// not parse allows nothing.
     pub fn authorize(&self, action: Action) -> Result<Role, ApiError> {
+        if let Some(scope) = self.token_scope.filter(|scope| !scope.permits(action)) {
+            return Err(ApiError::Forbidden(format!("an API token with scope {} may not do that", scope.as_str())));
+        }
         let role = self.role.parse::<Role>().ok().filter(|role| policy::is_allowed(*role, action));
         role.ok_or_else(|| ApiError::Forbidden(format!("your role {:?} in this tenant may not do that", self.role)))
     }
 
-    /// Rejects callers whose tenant role may only read.
+    /// Rejects callers whose tenant role or token scope may only read.
     pub fn require_writer(&self) -> Result<(), ApiError> {
-        self.authorize(Action::WriteContent)
-            .map(|_| ())
-            .map_err(|_| ApiError::Forbidden("your role in this tenant may not make changes".into()))
+        self.authorize(Action::WriteContent).map(|_| ())
     }
 }
 
@@ -81,6 +86,9 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+        if token.starts_with(API_TOKEN_PREFIX) {
+            return caller_from_api_token(state, token).await;
+        }
         let claims = state.tokens.verify(token).map_err(|_| ApiError::Unauthorized)?;
         // The version and membership are checked on every request, against a cache that
         // PostgreSQL invalidates, so a logout-all, a disabled account or a removed member
@@ -90,8 +98,20 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::Unauthorized);
         }
         let role = access.role_in(claims.tid).ok_or(ApiError::Unauthorized)?.to_owned();
-        Ok(Caller { user_id: claims.sub, tenant_id: claims.tid, role })
+        Ok(Caller { user_id: claims.sub, tenant_id: claims.tid, role, token_scope: None })
     }
+}
+
+/// Authenticates a personal API token: unrevoked and unexpired, and its owner still an
+/// enabled member of the token's tenant.
+async fn caller_from_api_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let owner = tasklane_store::api_tokens::authenticate(&state.pool, &hash_opaque_token(token))
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let scope = owner.scope.parse::<TokenScope>().map_err(|_| ApiError::Unauthorized)?;
+    let access = state.access.get(owner.user_id).await?.ok_or(ApiError::Unauthorized)?;
+    let role = access.role_in(owner.tenant_id).ok_or(ApiError::Unauthorized)?.to_owned();
+    Ok(Caller { user_id: owner.user_id, tenant_id: owner.tenant_id, role, token_scope: Some(scope) })
 }
 
 /// Pagination parameters shared by every list endpoint.

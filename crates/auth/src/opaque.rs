@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 /// Prefixes that make a leaked token recognisable to secret scanners.
 const PREFIX: &str = "tlr_";
 const INVITATION_PREFIX: &str = "tli_";
+/// Prefix of personal API tokens, which the `Caller` extractor uses to tell them from JWTs.
+pub const API_TOKEN_PREFIX: &str = "tlp_";
 
 /// A new opaque token and the hash to store.
 pub struct NewOpaqueToken {
@@ -25,6 +27,11 @@ pub fn generate_refresh_token() -> NewOpaqueToken {
 /// Generates an invitation token, hashed like a refresh token.
 pub fn generate_invitation_token() -> NewOpaqueToken {
     generate_with_prefix(INVITATION_PREFIX)
+}
+
+/// Generates a personal API token.
+pub fn generate_api_token() -> NewOpaqueToken {
+    generate_with_prefix(API_TOKEN_PREFIX)
 }
 
 fn generate_with_prefix(prefix: &str) -> NewOpaqueToken {

@@ -54,6 +54,50 @@ pub enum Action {
     InviteMembers,
 }
 
+/// What a personal API token may do, on top of what its owner's role allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScope {
+    Read,
+    Write,
+    Admin,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Read => "read",
+            TokenScope::Write => "write",
+            TokenScope::Admin => "admin",
+        }
+    }
+
+    /// Returns whether the scope covers `action`; the owner's role must allow it too.
+    pub fn permits(self, action: Action) -> bool {
+        match self {
+            TokenScope::Read => action == Action::ReadContent,
+            TokenScope::Write => matches!(action, Action::ReadContent | Action::WriteContent),
+            TokenScope::Admin => true,
+        }
+    }
+}
+
+impl FromStr for TokenScope {
+    type Err = UnknownScope;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "read" => Ok(TokenScope::Read),
+            "write" => Ok(TokenScope::Write),
+            "admin" => Ok(TokenScope::Admin),
+            other => Err(UnknownScope(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown scope {0:?}: expected read, write or admin")]
+pub struct UnknownScope(pub String);
+
 /// Returns whether `role` may perform `action`.
 pub fn is_allowed(role: Role, action: Action) -> bool {
     // Each pattern allows; any pair not listed is denied.
@@ -104,6 +148,16 @@ mod tests {
                 assert_eq!(is_allowed(role, *action), allow, "{role:?} {action:?}");
             }
         }
+    }
+
+    #[test]
+    fn token_scopes_narrow_actions() {
+        assert!(TokenScope::Read.permits(Action::ReadContent));
+        assert!(!TokenScope::Read.permits(Action::WriteContent));
+        assert!(TokenScope::Write.permits(Action::WriteContent));
+        assert!(!TokenScope::Write.permits(Action::InviteMembers));
+        assert!(TokenScope::Admin.permits(Action::InviteMembers));
+        assert!("root".parse::<TokenScope>().is_err());
     }
 
     #[test]

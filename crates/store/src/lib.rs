@@ -5,6 +5,7 @@
 
 pub mod access_cache;
 pub mod accounts;
+pub mod api_tokens;
 pub mod auth_events;
 pub mod comments;
 pub mod error;

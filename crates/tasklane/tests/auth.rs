@@ -1,6 +1,6 @@
 //! Authentication against the running application: access-token signing and validation,
 //! refresh-token rotation, logout, revocation that takes effect at once, login limits,
-//! invitations and the role policy.
+//! invitations, the role policy and personal API tokens.
 //!
 //! Each test names the OWASP ASVS 5.0 requirement it covers; docs/asvs-coverage.md lists
 //! them all.
@@ -806,5 +806,79 @@ async fn password_change_ends_other_sessions() {
     let email = registered["email"].as_str().unwrap();
     assert_eq!(attempt_login(&app, email, PASSWORD).await.status(), 401);
     assert_eq!(attempt_login(&app, email, new_password).await.status(), 200);
+    app.stop().await;
+}
+
+async fn create_api_token(app: &TestApp, session_token: &str, scope: &str) -> reqwest::Response {
+    let body = json!({ "name": format!("{scope} script"), "scope": scope, "expires_in_days": 30 });
+    app.post_json(session_token, "/api/v1/api-tokens", body).await
+}
+
+// ASVS 8.2.1, 10.3.2: a personal API token can do only what its scope and its owner's role
+// allow, and stops working once revoked or expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_scope_limits_access() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "Scripts").await;
+    let session = owner["access_token"].as_str().unwrap();
+    let read: Value = create_api_token(&app, session, "read").await.json().await.unwrap();
+    let write: Value = create_api_token(&app, session, "write").await.json().await.unwrap();
+    let read_token = read["token"].as_str().unwrap();
+    let write_token = write["token"].as_str().unwrap();
+    let new_task = json!({ "project_id": owner["project_id"], "title": "From a script" });
+
+    assert_eq!(status_with_token(&app, read_token).await, 200);
+    assert_eq!(app.post_json(read_token, "/api/v1/tasks", new_task.clone()).await.status(), 403);
+    assert_eq!(app.post_json(write_token, "/api/v1/tasks", new_task.clone()).await.status(), 201);
+    let invitation = json!({ "email": "someone@example.com", "role": "member" });
+    assert_eq!(app.post_json(write_token, "/api/v1/invitations", invitation).await.status(), 403);
+    assert_eq!(create_api_token(&app, write_token, "read").await.status(), 403, "a token minted a token");
+
+    let listed: Value = app.get(session, "/api/v1/api-tokens").await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert!(listed["items"][0].get("token").is_none(), "a listing must not show tokens");
+    let stored: i64 = sqlx::query_scalar("select count(*) from api_tokens where token_hash = sha256($1::bytea)")
+        .bind(read_token.as_bytes())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+
+    let revoked = app.client.delete(app.url(&format!("/api/v1/api-tokens/{}", read["id"].as_str().unwrap())))
+        .bearer_auth(session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(status_with_token(&app, read_token).await, 401, "a revoked token still works");
+    sqlx::query("update api_tokens set expires_at = now() - interval '1 second' where id = $1")
+        .bind(id(&write["id"]))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status_with_token(&app, write_token).await, 401, "an expired token still works");
+    app.stop().await;
+}
+
+// ASVS 8.2.1: a token cannot be given a scope beyond its owner's role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_scope_within_role() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "Scoped").await;
+    let viewer = register(&app, "ViewerHome").await;
+    let invitation: Value = invite(&app, &owner, &viewer["email"], "viewer").await.json().await.unwrap();
+    assert_eq!(accept(&app, &viewer, &invitation["token"]).await.status(), 200);
+    let switched: Value = app
+        .post_json(viewer["access_token"].as_str().unwrap(), "/api/v1/auth/switch-tenant", json!({ "tenant": owner["tenant_id"] }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let session = switched["access_token"].as_str().unwrap();
+
+    assert_eq!(create_api_token(&app, session, "read").await.status(), 201);
+    assert_eq!(create_api_token(&app, session, "write").await.status(), 403);
+    assert_eq!(create_api_token(&app, session, "admin").await.status(), 403);
+    assert_eq!(create_api_token(&app, session, "root").await.status(), 422);
     app.stop().await;
 }

@@ -1,5 +1,6 @@
 //! One module per API area.
 
+mod api_tokens;
 mod auth;
 mod comments;
 pub mod health;
@@ -22,6 +23,7 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
         .merge(auth::routes())
         .merge(sessions::routes())
         .merge(invitations::routes())
+        .merge(api_tokens::routes())
         .merge(projects::routes())
         .merge(tasks::routes())
         .merge(comments::routes())
