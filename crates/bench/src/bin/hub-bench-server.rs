@@ -43,7 +43,7 @@ struct Args {
     /// Initial emit rate, in messages per second to the task group.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Stop after this many seconds; 0 runs until interrupted.
+    /// Stop after this many seconds. 0 runs until interrupted.
     #[arg(long, default_value_t = 0)]
     duration_secs: u64,
     /// Id of the task whose group receives the messages.
@@ -206,9 +206,9 @@ async fn main() -> anyhow::Result<()> {
 
     let emitter_task = tokio::spawn(async move { emitter.run().await });
     let stop = stop_signal(args.duration_secs);
-    // Without TCP_NODELAY, Nagle's algorithm holds each small frame until the client's
-    // delayed ACK, which added over 100 ms per message in a first run. Node's HTTP server
-    // sets it by default, so the Socket.IO baseline has it too.
+    // Small frames must leave at once, but Nagle's algorithm can delay one until the client
+    // acknowledges the previous one. Node 20's HTTP server sets TCP_NODELAY by default
+    // (`server.noDelay` is true), so the Socket.IO baseline has it too.
     let listener = listener.tap_io(|tcp| {
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::warn!(%error, "failed to set TCP_NODELAY");

@@ -1,8 +1,8 @@
-//! Load generator for the hub benchmark. Opens N WebSocket clients against the Rust hub
-//! (`--target signalr`) or the Socket.IO baseline (`--target socketio`), measures the
-//! server's memory per idle connection, then steps the server's emit rate up through its
-//! control endpoint and measures deliveries per second and latency at each step, until a
-//! step loses messages or `--max-steps` is reached.
+//! Load generator for the hub benchmark. It opens N WebSocket clients against the Rust hub
+//! (`--target signalr`) or the Socket.IO baseline (`--target socketio`) and measures the
+//! server's memory per idle connection. Then it steps the server's emit rate up through the
+//! control endpoint and measures deliveries per second and latency at each step. It stops
+//! at the first step that loses messages, or after `--max-steps`.
 //!
 //! Progress goes to stderr, and one JSON object with every step goes to stdout.
 
@@ -42,7 +42,7 @@ struct Args {
     /// Hub path, for `--target signalr`.
     #[arg(long, default_value = "/hubs/tasks")]
     hub_path: String,
-    /// Task whose group or room the clients join; must match the server's.
+    /// Task whose group or room the clients join. It must match the server's.
     #[arg(long, default_value = "00000000-0000-4000-8000-000000000001")]
     task_id: Uuid,
     /// Number of WebSocket clients.
@@ -105,7 +105,7 @@ struct StepReport {
     server_cpu_cores: f64,
     /// CPU time this load generator used per second of the window, in cores.
     loadgen_cpu_cores: f64,
-    /// Why the step fell short of delivering every message to every client, or `None`.
+    /// Reason the step fell short of delivering every message to every client, or `None`.
     failed: Option<String>,
     /// Whether p99 latency was within `--max-p99-ms`.
     within_latency_limit: bool,
