@@ -49,7 +49,9 @@ pub async fn ensure_topics(brokers: &str, topics: &[(String, i32, bool)]) -> Res
     for result in admin.create_topics(&new_topics, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(BusError::Admin(format!("creating topic {topic}: {code}"))),
+            Err((topic, code)) => {
+                return Err(BusError::Admin(format!("creating topic {topic}: {code}")))
+            }
         }
     }
     Ok(())
@@ -84,9 +86,18 @@ impl KafkaProducer {
     pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<(), BusError> {
         let schema_version = record.schema_version.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: HEADER_EVENT_TYPE, value: Some(record.event_type) })
-            .insert(Header { key: HEADER_SCHEMA_VERSION, value: Some(schema_version.as_str()) })
-            .insert(Header { key: HEADER_MESSAGE_ID, value: Some(record.message_id) });
+            .insert(Header {
+                key: HEADER_EVENT_TYPE,
+                value: Some(record.event_type),
+            })
+            .insert(Header {
+                key: HEADER_SCHEMA_VERSION,
+                value: Some(schema_version.as_str()),
+            })
+            .insert(Header {
+                key: HEADER_MESSAGE_ID,
+                value: Some(record.message_id),
+            });
         let future_record = FutureRecord::to(record.topic)
             .key(record.key)
             .payload(record.payload)
@@ -131,7 +142,11 @@ impl KafkaConsumer {
     /// Commits the offset after `handle`'s record, once its work is durable.
     pub fn commit(&self, handle: &CommitHandle) -> Result<(), BusError> {
         let mut offsets = rdkafka::TopicPartitionList::new();
-        offsets.add_partition_offset(&handle.topic, handle.partition, rdkafka::Offset::Offset(handle.offset + 1))?;
+        offsets.add_partition_offset(
+            &handle.topic,
+            handle.partition,
+            rdkafka::Offset::Offset(handle.offset + 1),
+        )?;
         self.consumer.commit(&offsets, CommitMode::Sync)?;
         Ok(())
     }

@@ -22,7 +22,11 @@ pub struct Topology {
 impl Topology {
     /// Names under `namespace`, with durable quorum queues that never expire.
     pub fn new(namespace: NamespaceSettings) -> Self {
-        Self { namespace, queue_type: "quorum".into(), queue_expires: None }
+        Self {
+            namespace,
+            queue_type: "quorum".into(),
+            queue_expires: None,
+        }
     }
 
     /// Sets the RabbitMQ queue type (`quorum` or `classic`) and an optional idle expiry.

@@ -17,7 +17,12 @@ const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 ///
 /// NOTE: messages published while the subscription is down are not replayed here; clients
 /// recover them from `hub_messages` in PostgreSQL when they resume.
-pub async fn subscribe(url: String, channel: String, cancel: CancellationToken, deliver: impl Fn(String) + Send) {
+pub async fn subscribe(
+    url: String,
+    channel: String,
+    cancel: CancellationToken,
+    deliver: impl Fn(String) + Send,
+) {
     loop {
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -33,7 +38,11 @@ pub async fn subscribe(url: String, channel: String, cancel: CancellationToken, 
     }
 }
 
-async fn run_subscription(url: &str, channel: &str, deliver: &impl Fn(String)) -> redis::RedisResult<()> {
+async fn run_subscription(
+    url: &str,
+    channel: &str,
+    deliver: &impl Fn(String),
+) -> redis::RedisResult<()> {
     let client = redis::Client::open(url)?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
@@ -45,5 +54,8 @@ async fn run_subscription(url: &str, channel: &str, deliver: &impl Fn(String)) -
             Err(error) => tracing::warn!(%error, "hub backplane message is not text, dropped"),
         }
     }
-    Err(redis::RedisError::from((redis::ErrorKind::IoError, "subscription stream ended")))
+    Err(redis::RedisError::from((
+        redis::ErrorKind::IoError,
+        "subscription stream ended",
+    )))
 }

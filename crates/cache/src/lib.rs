@@ -27,24 +27,32 @@ impl Cache {
     /// Connects, or returns a cache that does nothing when Redis cannot be reached now.
     pub async fn connect(url: &str, namespace: NamespaceSettings) -> Self {
         let connection = match redis::Client::open(url) {
-            Ok(client) => match tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new(client)).await {
-                Ok(Ok(connection)) => Some(connection),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "redis unreachable, running without the cache");
-                    None
+            Ok(client) => {
+                match tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new(client))
+                    .await
+                {
+                    Ok(Ok(connection)) => Some(connection),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "redis unreachable, running without the cache");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!("redis connection timed out, running without the cache");
+                        None
+                    }
                 }
-                Err(_) => {
-                    tracing::warn!("redis connection timed out, running without the cache");
-                    None
-                }
-            },
+            }
             Err(error) => {
                 tracing::warn!(%error, "invalid redis url, running without the cache");
                 None
             }
         };
         let healthy = Arc::new(AtomicBool::new(connection.is_some()));
-        Self { connection, namespace, healthy }
+        Self {
+            connection,
+            namespace,
+            healthy,
+        }
     }
 
     pub fn key(&self, name: &str) -> String {
@@ -74,14 +82,19 @@ impl Cache {
 
     /// Answers a PING, for readiness reporting.
     pub async fn ping(&self) -> bool {
-        let Some(mut connection) = self.connection.clone() else { return false };
-        let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut connection).await;
+        let Some(mut connection) = self.connection.clone() else {
+            return false;
+        };
+        let result: redis::RedisResult<String> =
+            redis::cmd("PING").query_async(&mut connection).await;
         self.record("ping", result).is_some()
     }
 
     /// Stores `job:{id}:status` and `job:{id}:progress` with the 24-hour TTL.
     pub async fn set_job_status(&self, job_id: Uuid, status: &str, progress: i32) {
-        let Some(mut connection) = self.connection.clone() else { return };
+        let Some(mut connection) = self.connection.clone() else {
+            return;
+        };
         let ttl = JOB_STATUS_TTL.as_secs();
         let result: redis::RedisResult<()> = redis::pipe()
             .set_ex(self.key(&format!("job:{job_id}:status")), status, ttl)
@@ -106,7 +119,9 @@ impl Cache {
 
     /// Publishes a message on a pub/sub channel under the prefix.
     pub async fn publish(&self, channel: &str, payload: &str) -> bool {
-        let Some(mut connection) = self.connection.clone() else { return false };
+        let Some(mut connection) = self.connection.clone() else {
+            return false;
+        };
         let result: redis::RedisResult<i64> = connection.publish(self.key(channel), payload).await;
         self.record("publish", result).is_some()
     }

@@ -240,7 +240,11 @@ impl Settings {
         if let Some(path) = file {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("TASKLANE_").split("__").ignore(&["TOKEN", "API_URL", "CONFIG"]));
+        figment = figment.merge(
+            Env::prefixed("TASKLANE_")
+                .split("__")
+                .ignore(&["TOKEN", "API_URL", "CONFIG"]),
+        );
         figment.extract().map_err(|e| ConfigError(Box::new(e)))
     }
 

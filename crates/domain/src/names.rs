@@ -66,7 +66,13 @@ impl Handle {
     pub fn derive_from(text: &str) -> Self {
         let mut handle: String = text
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .skip_while(|c| !c.is_ascii_alphanumeric())
             .take(64)
             .collect();
@@ -88,15 +94,24 @@ impl Handle {
 pub fn find_mentions(body: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     for (at, _) in body.match_indices('@') {
-        let preceded_by_word = body[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '.');
+        let preceded_by_word = body[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '.');
         if preceded_by_word {
             continue; // an e-mail address, not a mention
         }
         let rest = &body[at + 1..];
-        let handle: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
+        let handle: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
         // `@José` names nobody: a handle is ASCII, so a letter right after it means the text
         // is a longer word, not a handle followed by punctuation.
-        let continues_as_word = rest[handle.len()..].chars().next().is_some_and(char::is_alphanumeric);
+        let continues_as_word = rest[handle.len()..]
+            .chars()
+            .next()
+            .is_some_and(char::is_alphanumeric);
         if continues_as_word || Handle::parse(&handle).is_err() {
             continue;
         }
@@ -130,7 +145,10 @@ mod tests {
     fn handle_derivation_is_valid() {
         for text in ["john.doe", "José Núñez", "__x", "", "a b c"] {
             let handle = Handle::derive_from(text);
-            assert!(Handle::parse(handle.as_str()).is_ok(), "{text:?} gave {handle:?}");
+            assert!(
+                Handle::parse(handle.as_str()).is_ok(),
+                "{text:?} gave {handle:?}"
+            );
         }
     }
 
@@ -144,6 +162,9 @@ mod tests {
     #[test]
     fn mentions_skip_non_ascii_words() {
         assert!(find_mentions("hello @José and é@ok").is_empty());
-        assert_eq!(find_mentions("@zed- @eve. @carol_"), vec!["zed-", "eve.", "carol_"]);
+        assert_eq!(
+            find_mentions("@zed- @eve. @carol_"),
+            vec!["zed-", "eve.", "carol_"]
+        );
     }
 }

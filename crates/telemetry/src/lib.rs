@@ -2,7 +2,9 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 use tasklane_config::{LogFormat, LogSettings};
 use tracing_subscriber::EnvFilter;
 
@@ -11,10 +13,17 @@ pub fn init_logging(settings: &LogSettings) {
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal, so log files and pipes get plain text.
     let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colours);
     // A second call (tests start several apps in one process) keeps the first subscriber.
     let _ = match settings.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -44,16 +53,23 @@ impl Metrics {
         )
         .expect("valid metric");
         let relay_published = IntCounterVec::new(
-            Opts::new("relay_published_total", "Outbox events delivered, by destination"),
+            Opts::new(
+                "relay_published_total",
+                "Outbox events delivered, by destination",
+            ),
             &["destination"],
         )
         .expect("valid metric");
         let relay_failures = IntCounterVec::new(
-            Opts::new("relay_failures_total", "Failed delivery attempts, by destination"),
+            Opts::new(
+                "relay_failures_total",
+                "Failed delivery attempts, by destination",
+            ),
             &["destination"],
         )
         .expect("valid metric");
-        let hub_connections = IntGauge::new("hub_connections", "Open hub connections").expect("valid metric");
+        let hub_connections =
+            IntGauge::new("hub_connections", "Open hub connections").expect("valid metric");
         let import_rows = IntCounterVec::new(
             Opts::new("import_rows_total", "Imported rows by outcome"),
             &["outcome"],
@@ -67,9 +83,19 @@ impl Metrics {
             Box::new(hub_connections.clone()),
             Box::new(import_rows.clone()),
         ] {
-            registry.register(collector).expect("metric registered once");
+            registry
+                .register(collector)
+                .expect("metric registered once");
         }
-        Self { registry, http_requests, http_duration, relay_published, relay_failures, hub_connections, import_rows }
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            relay_published,
+            relay_failures,
+            hub_connections,
+            import_rows,
+        }
     }
 
     /// Renders every metric in the Prometheus text format.

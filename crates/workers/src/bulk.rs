@@ -7,16 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tracing::Instrument;
 use tasklane_bus::kafka::KafkaConsumer;
 use tasklane_cache::Cache;
 use tasklane_domain::EventEnvelope;
 use tasklane_import::{ImportFormat, ImportOptions, ImportReader, ImportRow, ImportedTask};
-use tasklane_store::import::{self, ImportCache, ImportComment, ImportScope, ImportTask, RowOutcome};
+use tasklane_store::import::{
+    self, ImportCache, ImportComment, ImportScope, ImportTask, RowOutcome,
+};
 use tasklane_store::jobs::{self, JobCounts};
 use tasklane_store::{uploads, PgPool};
 use tokio_util::io::StreamReader;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// What a bulk worker needs.
@@ -83,7 +85,9 @@ impl BulkWorker {
                 }
                 Err(error) => {
                     tracing::error!(%job_id, error = format!("{error:#}"), "import failed");
-                    let _ = self.mark_failed(job_id, "the import failed unexpectedly; see the server log").await;
+                    let _ = self
+                        .mark_failed(job_id, "the import failed unexpectedly; see the server log")
+                        .await;
                 }
             }
         }
@@ -113,23 +117,40 @@ impl BulkWorker {
 
         let bytes_read = Arc::new(AtomicU64::new(0));
         let counter = bytes_read.clone();
-        let chunks = uploads::read_chunks(self.pool.clone(), tenant_id, params.upload_id).inspect(move |chunk| {
-            if let Ok(bytes) = chunk {
-                counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            }
-        });
+        let chunks = uploads::read_chunks(self.pool.clone(), tenant_id, params.upload_id).inspect(
+            move |chunk| {
+                if let Ok(bytes) = chunk {
+                    counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+            },
+        );
         let format: ImportFormat = params.format.parse()?;
-        let options = ImportOptions { source_zone: self.source_zone };
-        let mut reader = match ImportReader::new(StreamReader::new(Box::pin(chunks)), format, options).await {
-            Ok(reader) => reader,
-            Err(error) => {
-                // A file we cannot read at all is the caller's mistake, reported on the job.
-                self.finish(tenant_id, job_id, actor_id, "failed", Some(&error.to_string())).await?;
-                return Ok(());
-            }
+        let options = ImportOptions {
+            source_zone: self.source_zone,
         };
+        let mut reader =
+            match ImportReader::new(StreamReader::new(Box::pin(chunks)), format, options).await {
+                Ok(reader) => reader,
+                Err(error) => {
+                    // A file we cannot read at all is the caller's mistake, reported on the job.
+                    self.finish(
+                        tenant_id,
+                        job_id,
+                        actor_id,
+                        "failed",
+                        Some(&error.to_string()),
+                    )
+                    .await?;
+                    return Ok(());
+                }
+            };
 
-        let scope = ImportScope { tenant_id, actor_id, source: source_name(format, &reader, params.upload_id), project_id: params.project_id };
+        let scope = ImportScope {
+            tenant_id,
+            actor_id,
+            source: source_name(format, &reader, params.upload_id),
+            project_id: params.project_id,
+        };
         let mut cache = ImportCache::default();
         let mut seen = SeenRows::default();
         let mut batch = Vec::with_capacity(self.batch_size);
@@ -142,13 +163,15 @@ impl BulkWorker {
             if batch.len() >= self.batch_size || (at_end && !batch.is_empty()) {
                 let progress = percent(bytes_read.load(Ordering::Relaxed), params.size_bytes);
                 let rows = seen.mark_repeats(std::mem::take(&mut batch));
-                self.write_batch(&scope, &mut cache, &mut seen, job_id, rows, progress).await?;
+                self.write_batch(&scope, &mut cache, &mut seen, job_id, rows, progress)
+                    .await?;
             }
             if at_end {
                 break;
             }
         }
-        self.finish(tenant_id, job_id, actor_id, "completed", None).await
+        self.finish(tenant_id, job_id, actor_id, "completed", None)
+            .await
     }
 
     /// Upserts a batch in one transaction, with its errors and a progress event.
@@ -162,7 +185,10 @@ impl BulkWorker {
         progress: i32,
     ) -> anyhow::Result<()> {
         let metrics = tasklane_telemetry::metrics();
-        let mut counts = JobCounts { total: rows.len() as i64, ..Default::default() };
+        let mut counts = JobCounts {
+            total: rows.len() as i64,
+            ..Default::default()
+        };
         let mut tx = self.pool.begin().await?;
         for row in rows {
             let (row_number, column, reason) = match row {
@@ -185,30 +211,71 @@ impl BulkWorker {
             counts.failed += 1;
             seen.errors_recorded += 1;
             if seen.errors_recorded <= MAX_RECORDED_ERRORS {
-                jobs::record_error(&mut tx, scope.tenant_id, job_id, Some(row_number as i64), column.as_deref(), &reason).await?;
+                jobs::record_error(
+                    &mut tx,
+                    scope.tenant_id,
+                    job_id,
+                    Some(row_number as i64),
+                    column.as_deref(),
+                    &reason,
+                )
+                .await?;
             }
         }
-        jobs::add_progress(&mut tx, scope.tenant_id, job_id, Some(scope.actor_id), counts, progress).await?;
+        jobs::add_progress(
+            &mut tx,
+            scope.tenant_id,
+            job_id,
+            Some(scope.actor_id),
+            counts,
+            progress,
+        )
+        .await?;
         tx.commit().await?;
-        metrics.import_rows.with_label_values(&["created"]).inc_by(counts.created as u64);
-        metrics.import_rows.with_label_values(&["updated"]).inc_by(counts.updated as u64);
-        metrics.import_rows.with_label_values(&["failed"]).inc_by(counts.failed as u64);
+        metrics
+            .import_rows
+            .with_label_values(&["created"])
+            .inc_by(counts.created as u64);
+        metrics
+            .import_rows
+            .with_label_values(&["updated"])
+            .inc_by(counts.updated as u64);
+        metrics
+            .import_rows
+            .with_label_values(&["failed"])
+            .inc_by(counts.failed as u64);
         self.cache.set_job_status(job_id, "running", progress).await;
         Ok(())
     }
 
-    async fn finish(&self, tenant_id: Uuid, job_id: Uuid, actor_id: Uuid, status: &str, error: Option<&str>) -> anyhow::Result<()> {
+    async fn finish(
+        &self,
+        tenant_id: Uuid,
+        job_id: Uuid,
+        actor_id: Uuid,
+        status: &str,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         let job = jobs::finish(&mut tx, tenant_id, job_id, Some(actor_id), status, error).await?;
         tx.commit().await?;
-        self.cache.set_job_status(job_id, status, job.progress).await;
+        self.cache
+            .set_job_status(job_id, status, job.progress)
+            .await;
         tracing::info!(%job_id, status, created = job.counts.created, updated = job.counts.updated, failed = job.counts.failed, "import finished");
         Ok(())
     }
 
     async fn mark_failed(&self, job_id: Uuid, reason: &str) -> anyhow::Result<()> {
         if let Some((tenant_id, job)) = jobs::get_any_tenant(&self.pool, job_id).await? {
-            self.finish(tenant_id, job_id, job.created_by.unwrap_or_default(), "failed", Some(reason)).await?;
+            self.finish(
+                tenant_id,
+                job_id,
+                job.created_by.unwrap_or_default(),
+                "failed",
+                Some(reason),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -235,7 +302,10 @@ impl SeenRows {
                     Some(first) => ImportRow::Error(tasklane_import::RowError {
                         row_number: task.row_number,
                         column: Some("Issue key".into()),
-                        reason: format!("key {} repeats row {first}; the row was skipped", task.source_key),
+                        reason: format!(
+                            "key {} repeats row {first}; the row was skipped",
+                            task.source_key
+                        ),
                     }),
                     None => {
                         self.keys.insert(task.source_key.clone(), task.row_number);
@@ -251,8 +321,15 @@ impl SeenRows {
 /// The source name rows are upserted under. A generic CSV without a `key` column has no
 /// stable row identity, so its rows belong to this upload alone and never overwrite
 /// another file's rows.
-fn source_name<R: tokio::io::AsyncRead + Unpin + Send>(format: ImportFormat, reader: &ImportReader<R>, upload_id: Uuid) -> String {
-    let has_key = reader.header().iter().any(|column| column.trim().eq_ignore_ascii_case("key"));
+fn source_name<R: tokio::io::AsyncRead + Unpin + Send>(
+    format: ImportFormat,
+    reader: &ImportReader<R>,
+    upload_id: Uuid,
+) -> String {
+    let has_key = reader
+        .header()
+        .iter()
+        .any(|column| column.trim().eq_ignore_ascii_case("key"));
     match format {
         ImportFormat::Csv if !has_key => format!("csv:{upload_id}"),
         _ => format.as_str().to_owned(),
@@ -276,7 +353,8 @@ fn percent(done: u64, total: u64) -> i32 {
 }
 
 fn to_store_row(task: ImportedTask) -> ImportTask {
-    let status_category = tasklane_import::status_category_from_source(task.status.as_deref().unwrap_or(""));
+    let status_category =
+        tasklane_import::status_category_from_source(task.status.as_deref().unwrap_or(""));
     let priority = tasklane_import::priority_from_source(task.priority.as_deref().unwrap_or(""));
     ImportTask {
         row_number: task.row_number as i64,
@@ -305,6 +383,10 @@ fn to_store_row(task: ImportedTask) -> ImportTask {
                 mentions: c.mentions,
             })
             .collect(),
-        people: task.people.into_iter().map(|p| (p.username, p.display_name)).collect(),
+        people: task
+            .people
+            .into_iter()
+            .map(|p| (p.username, p.display_name))
+            .collect(),
     }
 }

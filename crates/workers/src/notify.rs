@@ -33,7 +33,10 @@ impl NotifyConsumer {
                 outcome = self.consume() => outcome,
             };
             if let Err(error) = outcome {
-                tracing::warn!(error = format!("{error:#}"), "notify consumer lost rabbitmq, reconnecting");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "notify consumer lost rabbitmq, reconnecting"
+                );
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -48,7 +51,8 @@ impl NotifyConsumer {
         let setup = connection.create_channel().await?;
         rabbit::declare_topology(&setup, &self.topology).await?;
         let queue = self.topology.notifications_queue();
-        let (_channel, mut consumer) = rabbit::consume(&connection, &queue, CONSUMER, PREFETCH).await?;
+        let (_channel, mut consumer) =
+            rabbit::consume(&connection, &queue, CONSUMER, PREFETCH).await?;
         while let Some(delivery) = consumer.next().await {
             let delivery = delivery?;
             self.handle(&delivery).await?;
@@ -81,20 +85,34 @@ impl NotifyConsumer {
         if event.event_type != "comment.created" {
             return Ok(());
         }
-        let Some(tenant_id) = event.tenant_id else { return Ok(()) };
+        let Some(tenant_id) = event.tenant_id else {
+            return Ok(());
+        };
         let comment: CommentData = serde_json::from_value(event.data.clone())?;
         let mut tx = self.pool.begin().await?;
         if !idempotency::mark_processed(&mut tx, CONSUMER, event.event_id).await? {
             return Ok(());
         }
-        for user_id in comment.mentions.iter().filter(|id| Some(**id) != comment.author_id) {
+        for user_id in comment
+            .mentions
+            .iter()
+            .filter(|id| Some(**id) != comment.author_id)
+        {
             let data = serde_json::json!({
                 "task_id": comment.task_id,
                 "comment_id": comment.id,
                 "author_id": comment.author_id,
                 "excerpt": comment.body.chars().take(200).collect::<String>(),
             });
-            notifications::create_mention(&mut tx, tenant_id, *user_id, comment.task_id, comment.id, data).await?;
+            notifications::create_mention(
+                &mut tx,
+                tenant_id,
+                *user_id,
+                comment.task_id,
+                comment.id,
+                data,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -22,7 +22,10 @@ pub struct HubDestination {
 
 impl HubDestination {
     pub fn new(cache: Cache) -> Self {
-        Self { cache, pending: Mutex::new(Vec::new()) }
+        Self {
+            cache,
+            pending: Mutex::new(Vec::new()),
+        }
     }
 }
 
@@ -55,16 +58,25 @@ impl Destination for HubDestination {
         pending.clear();
         for row in rows {
             let event = &row.envelope.0;
-            let Some((group, method)) = route(event) else { continue };
-            let message = tasklane_store::hub::append(tx, &group, event.tenant_id, event.event_id, method, |seq| {
-                serde_json::json!({
-                    "event_id": event.event_id,
-                    "group": group,
-                    "seq": seq,
-                    "type": event.event_type,
-                    "data": event.data,
-                })
-            })
+            let Some((group, method)) = route(event) else {
+                continue;
+            };
+            let message = tasklane_store::hub::append(
+                tx,
+                &group,
+                event.tenant_id,
+                event.event_id,
+                method,
+                |seq| {
+                    serde_json::json!({
+                        "event_id": event.event_id,
+                        "group": group,
+                        "seq": seq,
+                        "type": event.event_type,
+                        "data": event.data,
+                    })
+                },
+            )
             .await?;
             pending.push(HubMessage {
                 group: message.group_name,
@@ -81,7 +93,9 @@ impl Destination for HubDestination {
     async fn after_commit(&self) {
         let messages = std::mem::take(&mut *self.pending.lock().await);
         for message in messages {
-            let Ok(payload) = serde_json::to_string(&message) else { continue };
+            let Ok(payload) = serde_json::to_string(&message) else {
+                continue;
+            };
             // NOTE: a message the backplane misses is still in `hub_messages`, and a live
             // client gets it only when it reconnects and calls the hub's `Resume`.
             self.cache.publish(HUB_CHANNEL, &payload).await;

@@ -56,20 +56,29 @@ impl Destination for KafkaDestination {
             let payload = fit_record(event)?;
             let message_id = event.event_id.to_string();
             for (topic, key) in self.routes(event) {
-                records.push((topic, key, payload.clone(), event.event_type.clone(), event.schema_version, message_id.clone()));
+                records.push((
+                    topic,
+                    key,
+                    payload.clone(),
+                    event.event_type.clone(),
+                    event.schema_version,
+                    message_id.clone(),
+                ));
             }
         }
         // Sent concurrently, but the cursor moves only when every record is stored.
-        try_join_all(records.iter().map(|(topic, key, payload, event_type, schema_version, message_id)| {
-            self.producer.send(OutgoingRecord {
-                topic,
-                key,
-                payload,
-                event_type,
-                schema_version: *schema_version,
-                message_id,
-            })
-        }))
+        try_join_all(records.iter().map(
+            |(topic, key, payload, event_type, schema_version, message_id)| {
+                self.producer.send(OutgoingRecord {
+                    topic,
+                    key,
+                    payload,
+                    event_type,
+                    schema_version: *schema_version,
+                    message_id,
+                })
+            },
+        ))
         .await?;
         Ok(())
     }
@@ -96,7 +105,14 @@ mod tests {
     fn oversized_event_loses_only_its_data() {
         let subject = uuid::Uuid::now_v7();
         let big = serde_json::json!({ "description": "x".repeat(MAX_RECORD_BYTES) });
-        let event = EventEnvelope::new(tasklane_domain::EventType::TaskUpdated, subject, None, subject, Some(2), big);
+        let event = EventEnvelope::new(
+            tasklane_domain::EventType::TaskUpdated,
+            subject,
+            None,
+            subject,
+            Some(2),
+            big,
+        );
 
         let record = fit_record(&event).unwrap();
 

@@ -38,9 +38,18 @@ pub trait Destination: Send + Sync + 'static {
 }
 
 /// Runs every destination until `cancel` fires.
-pub async fn run(pool: PgPool, destinations: Vec<Arc<dyn Destination>>, settings: RelaySettings, cancel: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    destinations: Vec<Arc<dyn Destination>>,
+    settings: RelaySettings,
+    cancel: CancellationToken,
+) {
     let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen_for_outbox(pool.clone(), wake.clone(), cancel.clone()));
+    let listener = tokio::spawn(listen_for_outbox(
+        pool.clone(),
+        wake.clone(),
+        cancel.clone(),
+    ));
     let mut loops = Vec::new();
     for destination in destinations {
         loops.push(tokio::spawn(run_destination(
@@ -109,7 +118,10 @@ async fn run_destination(
                     failing = false;
                     consecutive_failures = 0;
                 }
-                metrics.relay_published.with_label_values(&[name]).inc_by(count as u64);
+                metrics
+                    .relay_published
+                    .with_label_values(&[name])
+                    .inc_by(count as u64);
                 continue;
             }
             Err(error) => {
@@ -121,7 +133,12 @@ async fn run_destination(
                     failing = true;
                 } else if consecutive_failures % 30 == 0 {
                     // Still failing: someone must look, since this stream is held back.
-                    tracing::error!(destination = name, error, consecutive_failures, "relay delivery keeps failing");
+                    tracing::error!(
+                        destination = name,
+                        error,
+                        consecutive_failures,
+                        "relay delivery keeps failing"
+                    );
                 }
                 settings.retry_delay
             }
@@ -136,7 +153,11 @@ async fn run_destination(
 }
 
 /// Delivers the next batch and advances the cursor; returns how many events it delivered.
-async fn deliver_batch(pool: &PgPool, destination: &dyn Destination, limit: i64) -> anyhow::Result<usize> {
+async fn deliver_batch(
+    pool: &PgPool,
+    destination: &dyn Destination,
+    limit: i64,
+) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     // The destination stays locked until commit, so two relays never deliver the same batch
     // to one destination at the same time.

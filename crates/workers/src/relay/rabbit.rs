@@ -24,7 +24,11 @@ pub struct RabbitDestination {
 
 impl RabbitDestination {
     pub fn new(url: String, topology: Topology) -> Self {
-        Self { url, topology, publisher: Mutex::new(None) }
+        Self {
+            url,
+            topology,
+            publisher: Mutex::new(None),
+        }
     }
 }
 
@@ -36,14 +40,19 @@ impl Destination for RabbitDestination {
 
     async fn deliver(&self, _tx: &mut Tx<'_>, rows: &[OutboxRow]) -> anyhow::Result<()> {
         let mut guard = self.publisher.lock().await;
-        if guard.as_ref().is_none_or(|(_, publisher)| !publisher.is_connected()) {
+        if guard
+            .as_ref()
+            .is_none_or(|(_, publisher)| !publisher.is_connected())
+        {
             let opened = timeout(BROKER_TIMEOUT, async {
                 let connection = rabbit::connect(&self.url).await?;
                 let publisher = RabbitPublisher::new(&connection, &self.topology).await?;
                 anyhow::Ok((connection, publisher))
             })
             .await
-            .map_err(|_| anyhow::anyhow!("connecting to rabbitmq timed out after {BROKER_TIMEOUT:?}"))??;
+            .map_err(|_| {
+                anyhow::anyhow!("connecting to rabbitmq timed out after {BROKER_TIMEOUT:?}")
+            })??;
             *guard = Some(opened);
         }
         let (_, publisher) = guard.as_ref().expect("publisher was just opened");
@@ -53,9 +62,9 @@ impl Destination for RabbitDestination {
                 let payload = serde_json::to_vec(event)?;
                 let message_id = event.event_id.to_string();
                 let publish = publisher.publish(&event.event_type, &message_id, &payload);
-                timeout(BROKER_TIMEOUT, publish)
-                    .await
-                    .map_err(|_| anyhow::anyhow!("rabbitmq did not confirm within {BROKER_TIMEOUT:?}"))??;
+                timeout(BROKER_TIMEOUT, publish).await.map_err(|_| {
+                    anyhow::anyhow!("rabbitmq did not confirm within {BROKER_TIMEOUT:?}")
+                })??;
             }
             anyhow::Ok(())
         }
