@@ -107,6 +107,10 @@ fn parse_bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
+/// Rebuilds a stored response.
+///
+/// NOTE: only the status and JSON body are stored, so a replay lacks the original
+/// `ETag` and `Location` headers.
 fn replay(status: u16, body: serde_json::Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut response = (status, body.to_string()).into_response();
