@@ -64,7 +64,8 @@ impl Application {
             &settings.auth.audience,
             settings.auth.access_token_ttl,
         );
-        let topology = Topology::new(settings.namespace.clone());
+        let topology = Topology::new(settings.namespace.clone())
+            .with_rabbit_queues(&settings.rabbitmq.queue_type, settings.rabbitmq.queue_expires);
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let access = AccessCache::new(pool.clone());
@@ -102,6 +103,12 @@ impl Application {
             let shutdown = cancel.clone();
             tasks.spawn(async move {
                 let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                // Without TCP_NODELAY, small hub frames wait on Nagle's algorithm.
+                let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+                    if let Err(error) = stream.set_nodelay(true) {
+                        tracing::debug!(%error, "could not set TCP_NODELAY");
+                    }
+                });
                 let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned());
                 if let Err(error) = server.await {
                     tracing::error!(%error, "http server failed");

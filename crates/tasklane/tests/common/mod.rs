@@ -54,11 +54,15 @@ impl TestApp {
             "server": { "bind": "127.0.0.1:0" },
             "database": { "url": database_url, "max_connections": 10 },
             "redis": { "url": std::env::var("TASKLANE_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()) },
-            "rabbitmq": { "url": std::env::var("TASKLANE_RABBITMQ__URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()) },
+            "rabbitmq": {
+                "url": std::env::var("TASKLANE_RABBITMQ__URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+                "queue_type": "classic",
+                "queue_expires": "2m",
+            },
             "kafka": { "brokers": std::env::var("TASKLANE_KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into()), "partitions": 1 },
             "namespace": { "prefix": prefix },
             "relay": { "poll_interval": "100ms", "retry_delay": "500ms" },
-            "log": { "format": "text", "filter": "warn" },
+            "log": { "format": "text", "filter": "warn,sqlx=error" },
         });
         let settings = Settings::with_overrides(overrides).expect("valid test settings");
         tasklane_telemetry::init_logging(&settings.log);
