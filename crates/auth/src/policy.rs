@@ -52,6 +52,8 @@ pub enum Action {
     WriteContent,
     /// Invite people to the tenant.
     InviteMembers,
+    /// Change members' roles.
+    ManageMembers,
 }
 
 /// What a personal API token may do, on top of what its owner's role allows.
@@ -105,7 +107,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
         (role, action),
         (_, Action::ReadContent)
             | (Role::Owner | Role::Admin | Role::Member, Action::WriteContent)
-            | (Role::Owner | Role::Admin, Action::InviteMembers)
+            | (Role::Owner | Role::Admin, Action::InviteMembers | Action::ManageMembers)
     )
 }
 
@@ -137,12 +139,12 @@ mod tests {
     #[test]
     fn allowed_actions_per_role() {
         let expected = [
-            (Role::Owner, [true, true, true]),
-            (Role::Admin, [true, true, true]),
-            (Role::Member, [true, true, false]),
-            (Role::Viewer, [true, false, false]),
+            (Role::Owner, [true, true, true, true]),
+            (Role::Admin, [true, true, true, true]),
+            (Role::Member, [true, true, false, false]),
+            (Role::Viewer, [true, false, false, false]),
         ];
-        let actions = [Action::ReadContent, Action::WriteContent, Action::InviteMembers];
+        let actions = [Action::ReadContent, Action::WriteContent, Action::InviteMembers, Action::ManageMembers];
         for (role, allowed) in expected {
             for (action, allow) in actions.iter().zip(allowed) {
                 assert_eq!(is_allowed(role, *action), allow, "{role:?} {action:?}");

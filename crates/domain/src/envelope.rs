@@ -66,6 +66,7 @@ pub enum EventType {
     RefreshTokenReused,
     MemberInvited,
     MemberJoined,
+    MemberRoleChanged,
 }
 
 impl EventType {
@@ -87,6 +88,7 @@ impl EventType {
             EventType::RefreshTokenReused => "auth.refresh_token_reused",
             EventType::MemberInvited => "member.invited",
             EventType::MemberJoined => "member.joined",
+            EventType::MemberRoleChanged => "member.role_changed",
         }
     }
 }

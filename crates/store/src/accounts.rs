@@ -156,6 +156,27 @@ pub async fn role_in(pool: &PgPool, user_id: Uuid, tenant_id: Uuid) -> Result<Op
     Ok(role)
 }
 
+/// Locks a tenant's memberships and returns each member's id and role, so concurrent role
+/// changes run one after the other and cannot both demote one of the last two owners.
+pub async fn lock_roles(tx: &mut Tx<'_>, tenant_id: Uuid) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let roles = sqlx::query_as("select user_id, role from memberships where tenant_id = $1 for update")
+        .bind(tenant_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(roles)
+}
+
+/// Sets a member's role.
+pub async fn set_role(tx: &mut Tx<'_>, tenant_id: Uuid, user_id: Uuid, role: &str) -> Result<(), StoreError> {
+    sqlx::query("update memberships set role = $3 where tenant_id = $1 and user_id = $2")
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(role)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Reads a user's e-mail address and password hash, for re-authentication.
 pub async fn password_of(pool: &PgPool, user_id: Uuid) -> Result<(Option<String>, Option<String>), StoreError> {
     let row = sqlx::query_as("select email, password_hash from users where id = $1")

@@ -882,3 +882,63 @@ async fn api_token_scope_within_role() {
     assert_eq!(create_api_token(&app, session, "root").await.status(), 422);
     app.stop().await;
 }
+
+async fn change_role(app: &TestApp, session: &Value, user: &Value, role: &str) -> reqwest::Response {
+    let token = session["access_token"].as_str().unwrap();
+    let path = format!("/api/v1/members/{}", user["user_id"].as_str().unwrap());
+    app.client.patch(app.url(&path)).bearer_auth(token).json(&json!({ "role": role })).send().await.unwrap()
+}
+
+/// Invites `person` into `owner`'s tenant with `role` and returns their session there.
+async fn join_as(app: &TestApp, owner: &Value, person: &Value, role: &str) -> Value {
+    let invitation: Value = invite(app, owner, &person["email"], role).await.json().await.unwrap();
+    assert_eq!(accept(app, person, &invitation["token"]).await.status(), 200);
+    let token = person["access_token"].as_str().unwrap();
+    let switched = app.post_json(token, "/api/v1/auth/switch-tenant", json!({ "tenant": owner["tenant_id"] })).await;
+    switched.json().await.unwrap()
+}
+
+// ASVS 8.2.1, 8.3.2: role changes follow the policy, keep an owner, apply at once and are
+// written to the outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_changes_follow_policy() {
+    let app = TestApp::spawn().await;
+    let owner = register(&app, "Roles").await;
+    let admin = join_as(&app, &owner, &register(&app, "AdminRoles").await, "admin").await;
+    let member = join_as(&app, &owner, &register(&app, "MemberRoles").await, "member").await;
+    let member_token = member["access_token"].as_str().unwrap();
+    let new_task = json!({ "project_id": owner["project_id"], "title": "Before the change" });
+    assert_eq!(app.post_json(member_token, "/api/v1/tasks", new_task.clone()).await.status(), 201);
+
+    assert_eq!(change_role(&app, &member, &admin, "viewer").await.status(), 403, "a member changed a role");
+    assert_eq!(change_role(&app, &admin, &member, "owner").await.status(), 403, "an admin granted owner");
+    assert_eq!(change_role(&app, &admin, &owner, "member").await.status(), 403, "an admin demoted an owner");
+    assert_eq!(change_role(&app, &owner, &owner, "admin").await.status(), 409, "the last owner was demoted");
+    assert_eq!(change_role(&app, &admin, &member, "superuser").await.status(), 422);
+    let stranger = json!({ "user_id": Uuid::now_v7() });
+    assert_eq!(change_role(&app, &owner, &stranger, "viewer").await.status(), 404);
+    let changed = change_role(&app, &admin, &member, "viewer").await;
+    assert_eq!(changed.status(), 200);
+
+    let mut status = 0;
+    for _ in 0..40 {
+        status = app.post_json(member_token, "/api/v1/tasks", new_task.clone()).await.status().as_u16();
+        if status == 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 403, "the viewer role did not apply");
+    let roles: Vec<String> = sqlx::query_scalar("select role from memberships where tenant_id = $1 and role = 'owner'")
+        .bind(id(&owner["tenant_id"]))
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(roles.len(), 1);
+    let events: i64 = sqlx::query_scalar("select count(*) from outbox where event_type = 'member.role_changed'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 1);
+    app.stop().await;
+}

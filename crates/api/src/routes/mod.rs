@@ -7,6 +7,7 @@ pub mod health;
 mod imports;
 mod invitations;
 mod jobs;
+mod members;
 pub mod jwks;
 mod notifications;
 pub mod page;
@@ -24,6 +25,7 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
         .merge(sessions::routes())
         .merge(invitations::routes())
         .merge(api_tokens::routes())
+        .merge(members::routes())
         .merge(projects::routes())
         .merge(tasks::routes())
         .merge(comments::routes())
