@@ -67,16 +67,21 @@ impl IntoResponse for ApiError {
             "detail": self.to_string(),
         });
         let mut response = (status, body.to_string()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/problem+json"),
+        );
         if let ApiError::TooManyRequests { retry_after_secs } = &self {
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(*retry_after_secs));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(*retry_after_secs),
+            );
         }
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -90,10 +95,12 @@ impl From<StoreError> for ApiError {
             StoreError::VersionMismatch { .. } => ApiError::PreconditionFailed(error.to_string()),
             StoreError::Invalid(message) => ApiError::Unprocessable(message),
             // SQLSTATE class 22 is a bad value, such as a NUL character or a date out of range.
-            error if error.is_bad_value() => {
-                ApiError::Unprocessable("a value is invalid: it contains a NUL character or is out of range".into())
+            error if error.is_bad_value() => ApiError::Unprocessable(
+                "a value is invalid: it contains a NUL character or is out of range".into(),
+            ),
+            StoreError::Database(error) => {
+                ApiError::Internal(anyhow::Error::new(error).context("database call failed"))
             }
-            StoreError::Database(error) => ApiError::Internal(anyhow::Error::new(error).context("database call failed")),
         }
     }
 }
@@ -101,11 +108,13 @@ impl From<StoreError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => {
-                ApiError::UnsupportedMediaType("expected a request with Content-Type: application/json".into())
-            }
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "expected a request with Content-Type: application/json".into(),
+            ),
             JsonRejection::JsonDataError(error) => ApiError::Unprocessable(error.body_text()),
-            JsonRejection::BytesRejection(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            JsonRejection::BytesRejection(error)
+                if error.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 ApiError::PayloadTooLarge("the request body is larger than the limit".into())
             }
             other => ApiError::BadRequest(other.body_text()),
@@ -128,10 +137,12 @@ impl From<PathRejection> for ApiError {
 impl From<MultipartError> for ApiError {
     fn from(error: MultipartError) -> Self {
         if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!("the upload is larger than the limit: {}", error.body_text()))
+            ApiError::PayloadTooLarge(format!(
+                "the upload is larger than the limit: {}",
+                error.body_text()
+            ))
         } else {
             ApiError::BadRequest(format!("invalid multipart body: {}", error.body_text()))
         }
     }
 }
-

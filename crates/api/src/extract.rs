@@ -1,8 +1,8 @@
 //! Extractors that turn bad input into problem+json errors, and the authenticated caller.
 
 use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use tasklane_auth::policy::{self, Action, Role, TokenScope};
 use tasklane_auth::{hash_opaque_token, API_TOKEN_PREFIX};
 use uuid::Uuid;
@@ -46,10 +46,22 @@ impl Caller {
     /// not parse allows nothing.
     pub fn authorize(&self, action: Action) -> Result<Role, ApiError> {
         if let Some(scope) = self.token_scope.filter(|scope| !scope.permits(action)) {
-            return Err(ApiError::Forbidden(format!("an API token with scope {} may not do that", scope.as_str())));
+            return Err(ApiError::Forbidden(format!(
+                "an API token with scope {} may not do that",
+                scope.as_str()
+            )));
         }
-        let role = self.role.parse::<Role>().ok().filter(|role| policy::is_allowed(*role, action));
-        role.ok_or_else(|| ApiError::Forbidden(format!("your role {:?} in this tenant may not do that", self.role)))
+        let role = self
+            .role
+            .parse::<Role>()
+            .ok()
+            .filter(|role| policy::is_allowed(*role, action));
+        role.ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "your role {:?} in this tenant may not do that",
+                self.role
+            ))
+        })
     }
 
     /// Rejects callers whose tenant role or token scope may only read.
@@ -69,7 +81,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
         Ok(ClientIp(peer.map(|info| info.0.ip())))
     }
 }
@@ -78,27 +92,47 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
         if token.starts_with(API_TOKEN_PREFIX) {
             return caller_from_api_token(state, token).await;
         }
-        let claims = state.tokens.verify(token).map_err(|_| ApiError::Unauthorized)?;
+        let claims = state
+            .tokens
+            .verify(token)
+            .map_err(|_| ApiError::Unauthorized)?;
         // The version and membership are checked on every request, against a cache that
         // PostgreSQL invalidates, so a logout-all, a disabled account or a removed member
         // loses access at once rather than when the token expires.
-        let access = state.access.get(claims.sub).await?.ok_or(ApiError::Unauthorized)?;
+        let access = state
+            .access
+            .get(claims.sub)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         if claims.ver < access.revocation_version {
             return Err(ApiError::Unauthorized);
         }
-        let role = access.role_in(claims.tid).ok_or(ApiError::Unauthorized)?.to_owned();
-        Ok(Caller { user_id: claims.sub, tenant_id: claims.tid, role, token_scope: None })
+        let role = access
+            .role_in(claims.tid)
+            .ok_or(ApiError::Unauthorized)?
+            .to_owned();
+        Ok(Caller {
+            user_id: claims.sub,
+            tenant_id: claims.tid,
+            role,
+            token_scope: None,
+        })
     }
 }
 
@@ -108,10 +142,25 @@ async fn caller_from_api_token(state: &AppState, token: &str) -> Result<Caller, 
     let owner = tasklane_store::api_tokens::authenticate(&state.pool, &hash_opaque_token(token))
         .await?
         .ok_or(ApiError::Unauthorized)?;
-    let scope = owner.scope.parse::<TokenScope>().map_err(|_| ApiError::Unauthorized)?;
-    let access = state.access.get(owner.user_id).await?.ok_or(ApiError::Unauthorized)?;
-    let role = access.role_in(owner.tenant_id).ok_or(ApiError::Unauthorized)?.to_owned();
-    Ok(Caller { user_id: owner.user_id, tenant_id: owner.tenant_id, role, token_scope: Some(scope) })
+    let scope = owner
+        .scope
+        .parse::<TokenScope>()
+        .map_err(|_| ApiError::Unauthorized)?;
+    let access = state
+        .access
+        .get(owner.user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let role = access
+        .role_in(owner.tenant_id)
+        .ok_or(ApiError::Unauthorized)?
+        .to_owned();
+    Ok(Caller {
+        user_id: owner.user_id,
+        tenant_id: owner.tenant_id,
+        role,
+        token_scope: Some(scope),
+    })
 }
 
 /// Pagination parameters shared by every list endpoint.
@@ -130,14 +179,19 @@ impl PageParams {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-            Some(limit) => Err(ApiError::BadRequest(format!("limit {limit} is out of range 1 to {MAX_LIMIT}"))),
+            Some(limit) => Err(ApiError::BadRequest(format!(
+                "limit {limit} is out of range 1 to {MAX_LIMIT}"
+            ))),
         }
     }
 
     pub fn uuid_cursor(&self) -> Result<Option<Uuid>, ApiError> {
         self.cursor
             .as_deref()
-            .map(|cursor| Uuid::parse_str(cursor).map_err(|_| ApiError::BadRequest(format!("invalid cursor {cursor:?}"))))
+            .map(|cursor| {
+                Uuid::parse_str(cursor)
+                    .map_err(|_| ApiError::BadRequest(format!("invalid cursor {cursor:?}")))
+            })
             .transpose()
     }
 }

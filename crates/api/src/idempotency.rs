@@ -16,7 +16,11 @@ const MAX_KEY_BYTES: usize = 255;
 /// Largest response kept for replay; a created task echoes a description of up to 512 KiB.
 const MAX_STORED_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
-pub async fn idempotency_layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn idempotency_layer(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     match handle(state, request, next).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -29,7 +33,11 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
             .to_str()
             .ok()
             .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_BYTES)
-            .ok_or_else(|| ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible characters")))?
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "Idempotency-Key must be 1 to {MAX_KEY_BYTES} visible characters"
+                ))
+            })?
             .to_owned(),
         _ => return Ok(next.run(request).await),
     };
@@ -44,14 +52,19 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     };
     let scoped_key = format!("{}:{key}", claims.tid);
 
-    let (request, request_hash) = hash_request(request, state.settings.server.max_json_bytes).await?;
+    let (request, request_hash) =
+        hash_request(request, state.settings.server.max_json_bytes).await?;
     match idempotency::reserve(&state.pool, claims.sub, &scoped_key, &request_hash).await? {
         KeyState::Reserved => {}
         KeyState::InProgress => {
-            return Err(ApiError::Conflict("a request with this Idempotency-Key is still running".into()))
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still running".into(),
+            ))
         }
         KeyState::Mismatch => {
-            return Err(ApiError::Unprocessable("this Idempotency-Key was used for a different request".into()))
+            return Err(ApiError::Unprocessable(
+                "this Idempotency-Key was used for a different request".into(),
+            ))
         }
         KeyState::Completed { status, response } => return Ok(replay(status, response)),
     }
@@ -70,11 +83,21 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
         Err(error) => {
             // The body is gone, but the change was made: keep the key reserved so a retry
             // gets 409 rather than repeating the change.
-            return Err(ApiError::Internal(anyhow::anyhow!("reading the response to store for an idempotency key: {error}")));
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "reading the response to store for an idempotency key: {error}"
+            )));
         }
     };
-    let stored: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    idempotency::complete(&state.pool, claims.sub, &scoped_key, status.as_u16(), &stored).await?;
+    let stored: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    idempotency::complete(
+        &state.pool,
+        claims.sub,
+        &scoped_key,
+        status.as_u16(),
+        &stored,
+    )
+    .await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
@@ -88,23 +111,32 @@ async fn hash_request(request: Request, max_body: usize) -> Result<(Request, Str
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/"));
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        });
     if is_multipart {
         return Ok((request, hex(&hasher.finalize())));
     }
     let (parts, body) = request.into_parts();
-    let bytes = to_bytes(body, max_body)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body is larger than {max_body} bytes")))?;
+    let bytes = to_bytes(body, max_body).await.map_err(|_| {
+        ApiError::PayloadTooLarge(format!("the request body is larger than {max_body} bytes"))
+    })?;
     hasher.update(&bytes);
-    Ok((Request::from_parts(parts, Body::from(bytes)), hex(&hasher.finalize())))
+    Ok((
+        Request::from_parts(parts, Body::from(bytes)),
+        hex(&hasher.finalize()),
+    ))
 }
 
 /// Reads the token of an `Authorization: Bearer` value, with the scheme in any case, as the
 /// `Caller` extractor does.
 fn parse_bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Rebuilds a stored response.
@@ -114,8 +146,13 @@ fn parse_bearer(value: &str) -> Option<&str> {
 fn replay(status: u16, body: serde_json::Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
 }
 

@@ -26,7 +26,10 @@ pub fn router(state: AppState) -> Router {
     let api = routes::api_routes(state.clone())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), idempotency::idempotency_layer))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency_layer,
+        ))
         .layer(DefaultBodyLimit::max(max_json));
     Router::new()
         .nest("/api/v1", api)
@@ -57,6 +60,9 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .http_requests
         .with_label_values(&[&method, &route, response.status().as_str()])
         .inc();
-    metrics.http_duration.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_duration
+        .with_label_values(&[&method, &route])
+        .observe(started.elapsed().as_secs_f64());
     response
 }

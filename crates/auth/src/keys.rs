@@ -87,7 +87,12 @@ impl KeySet {
             decoding.insert(kid.clone(), DecodingKey::from_ed_der(key.as_bytes()));
             jwks.keys.push(public_jwk(key, kid));
         }
-        Self { signing_kid: key_id(&current), encoding, decoding, jwks }
+        Self {
+            signing_kid: key_id(&current),
+            encoding,
+            decoding,
+            jwks,
+        }
     }
 
     pub fn signing_kid(&self) -> &str {
@@ -133,14 +138,19 @@ mod tests {
     #[test]
     fn generated_pem_parses() {
         let pem = generate_private_key_pem();
-        assert!(pem.expose_secret().starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(pem
+            .expose_secret()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
         assert!(parse_private_key_pem(&pem).is_ok());
     }
 
     #[test]
     fn public_pem_parses() {
         let key = parse_private_key_pem(&generate_private_key_pem()).unwrap();
-        let pem = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
         let parsed = parse_public_key_pems(&[pem]).unwrap();
         assert_eq!(parsed[0], key.verifying_key());
     }
@@ -148,15 +158,23 @@ mod tests {
     #[test]
     fn invalid_pems_are_rejected() {
         let garbage = SecretString::from("not a key".to_owned());
-        assert!(matches!(parse_private_key_pem(&garbage), Err(KeyError::InvalidPrivateKey)));
+        assert!(matches!(
+            parse_private_key_pem(&garbage),
+            Err(KeyError::InvalidPrivateKey)
+        ));
         let result = parse_public_key_pems(&["not a key".to_owned()]);
-        assert!(matches!(result, Err(KeyError::InvalidPublicKey { index: 0 })));
+        assert!(matches!(
+            result,
+            Err(KeyError::InvalidPublicKey { index: 0 })
+        ));
     }
 
     #[test]
     fn key_id_matches_rfc_8037_example() {
         // The Ed25519 public key and its thumbprint from RFC 8037, appendix A.3.
-        let x = URL_SAFE_NO_PAD.decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
+        let x = URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
         let key = VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
         assert_eq!(key_id(&key), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
@@ -165,9 +183,23 @@ mod tests {
     fn jwks_lists_current_and_previous_keys() {
         let current = parse_private_key_pem(&generate_private_key_pem()).unwrap();
         let previous = parse_private_key_pem(&generate_private_key_pem()).unwrap();
-        let keys = KeySet::new(&current, &[previous.verifying_key(), current.verifying_key()]);
-        let kids: Vec<_> = keys.jwks().keys.iter().map(|k| k.common.key_id.clone().unwrap()).collect();
-        assert_eq!(kids, vec![key_id(&current.verifying_key()), key_id(&previous.verifying_key())]);
+        let keys = KeySet::new(
+            &current,
+            &[previous.verifying_key(), current.verifying_key()],
+        );
+        let kids: Vec<_> = keys
+            .jwks()
+            .keys
+            .iter()
+            .map(|k| k.common.key_id.clone().unwrap())
+            .collect();
+        assert_eq!(
+            kids,
+            vec![
+                key_id(&current.verifying_key()),
+                key_id(&previous.verifying_key())
+            ]
+        );
         assert_eq!(keys.signing_kid(), key_id(&current.verifying_key()));
     }
 }

@@ -9,8 +9,8 @@ pub mod token;
 
 pub use keys::{KeyError, KeySet};
 pub use opaque::{
-    generate_api_token, generate_invitation_token, generate_refresh_token, hash_opaque_token, NewOpaqueToken,
-    API_TOKEN_PREFIX,
+    generate_api_token, generate_invitation_token, generate_refresh_token, hash_opaque_token,
+    NewOpaqueToken, API_TOKEN_PREFIX,
 };
 pub use password::{hash_password, verify_password, PasswordError};
 pub use policy::{Action, Role, TokenScope};

@@ -53,8 +53,12 @@ pub fn verify_password(password: &str, stored_hash: Option<&str>) -> bool {
         Some(hash) => (hash, true),
         None => (dummy_hash(), false),
     };
-    let Ok(parsed) = PasswordHash::new(hash) else { return false };
-    let matches = hasher().verify_password(password.as_bytes(), &parsed).is_ok();
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let matches = hasher()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
     matches && known
 }
 
@@ -70,19 +74,31 @@ mod tests {
     #[test]
     fn hash_then_verify() {
         let hash = hash_password("correct horse battery").unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
         assert!(verify_password("correct horse battery", Some(&hash)));
         assert!(!verify_password("wrong horse battery", Some(&hash)));
     }
 
     #[test]
     fn unknown_account_never_verifies() {
-        assert!(!verify_password("dummy password for unknown accounts", None));
+        assert!(!verify_password(
+            "dummy password for unknown accounts",
+            None
+        ));
     }
 
     #[test]
     fn length_limits() {
-        assert!(matches!(hash_password("short"), Err(PasswordError::TooShort)));
-        assert!(matches!(hash_password(&"x".repeat(2000)), Err(PasswordError::TooLong)));
+        assert!(matches!(
+            hash_password("short"),
+            Err(PasswordError::TooShort)
+        ));
+        assert!(matches!(
+            hash_password(&"x".repeat(2000)),
+            Err(PasswordError::TooLong)
+        ));
     }
 }

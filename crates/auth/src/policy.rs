@@ -106,8 +106,14 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
     matches!(
         (role, action),
         (_, Action::ReadContent)
-            | (Role::Owner | Role::Admin | Role::Member, Action::WriteContent)
-            | (Role::Owner | Role::Admin, Action::InviteMembers | Action::ManageMembers)
+            | (
+                Role::Owner | Role::Admin | Role::Member,
+                Action::WriteContent
+            )
+            | (
+                Role::Owner | Role::Admin,
+                Action::InviteMembers | Action::ManageMembers
+            )
     )
 }
 
@@ -144,7 +150,12 @@ mod tests {
             (Role::Member, [true, true, false, false]),
             (Role::Viewer, [true, false, false, false]),
         ];
-        let actions = [Action::ReadContent, Action::WriteContent, Action::InviteMembers, Action::ManageMembers];
+        let actions = [
+            Action::ReadContent,
+            Action::WriteContent,
+            Action::InviteMembers,
+            Action::ManageMembers,
+        ];
         for (role, allowed) in expected {
             for (action, allow) in actions.iter().zip(allowed) {
                 assert_eq!(is_allowed(role, *action), allow, "{role:?} {action:?}");

@@ -72,7 +72,12 @@ impl TokenIssuer {
     }
 
     /// Issues a token for `user_id` acting in `tenant_id`.
-    pub fn issue(&self, user_id: Uuid, tenant_id: Uuid, revocation_version: i64) -> Result<String, TokenError> {
+    pub fn issue(
+        &self,
+        user_id: Uuid,
+        tenant_id: Uuid,
+        revocation_version: i64,
+    ) -> Result<String, TokenError> {
         let now = chrono::Utc::now().timestamp();
         let claims = AccessClaims {
             sub: user_id,
@@ -127,7 +132,12 @@ mod tests {
     }
 
     fn issuer_with(key: &ed25519_dalek::SigningKey) -> TokenIssuer {
-        TokenIssuer::new(KeySet::new(key, &[]), "tasklane", "tasklane-api", Duration::from_secs(60))
+        TokenIssuer::new(
+            KeySet::new(key, &[]),
+            "tasklane",
+            "tasklane-api",
+            Duration::from_secs(60),
+        )
     }
 
     /// Signs arbitrary claims with the issuer's current key, for tampered-claim cases.
@@ -167,14 +177,18 @@ mod tests {
 
     #[test]
     fn token_from_other_key_is_rejected() {
-        let token = issuer_with(&signing_key()).issue(Uuid::now_v7(), Uuid::now_v7(), 0).unwrap();
+        let token = issuer_with(&signing_key())
+            .issue(Uuid::now_v7(), Uuid::now_v7(), 0)
+            .unwrap();
         assert!(issuer_with(&signing_key()).verify(&token).is_err());
     }
 
     #[test]
     fn previous_key_still_verifies_after_rotation() {
         let old = signing_key();
-        let token = issuer_with(&old).issue(Uuid::now_v7(), Uuid::now_v7(), 0).unwrap();
+        let token = issuer_with(&old)
+            .issue(Uuid::now_v7(), Uuid::now_v7(), 0)
+            .unwrap();
         let rotated = TokenIssuer::new(
             KeySet::new(&signing_key(), &[old.verifying_key()]),
             "tasklane",
@@ -208,7 +222,12 @@ mod tests {
     fn token_without_kid_is_rejected() {
         let key = signing_key();
         let issuer = issuer_with(&key);
-        let token = encode(&Header::new(Algorithm::EdDSA), &valid_claims(), issuer.keys().encoding_key()).unwrap();
+        let token = encode(
+            &Header::new(Algorithm::EdDSA),
+            &valid_claims(),
+            issuer.keys().encoding_key(),
+        )
+        .unwrap();
         assert!(issuer.verify(&token).is_err());
     }
 
@@ -234,7 +253,10 @@ mod tests {
                     claims[name] = value.clone();
                 }
             }
-            assert!(issuer.verify(&sign_raw(&issuer, claims)).is_err(), "{case} was accepted");
+            assert!(
+                issuer.verify(&sign_raw(&issuer, claims)).is_err(),
+                "{case} was accepted"
+            );
         }
     }
 }

@@ -69,7 +69,9 @@ impl AccessCache {
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
         };
-        Self { inner: Arc::new(inner) }
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Returns the user's access, or `None` for an unknown user.
@@ -78,12 +80,18 @@ impl AccessCache {
             return Ok(Some(access.clone()));
         }
         let generation = self.inner.generation.load(Ordering::SeqCst);
-        let Some(access) = load(&self.inner.pool, user_id).await? else { return Ok(None) };
+        let Some(access) = load(&self.inner.pool, user_id).await? else {
+            return Ok(None);
+        };
         let access = Arc::new(access);
         // The generation is compared under the write lock that invalidation also takes, so
         // an invalidation either comes first and stops the insert, or comes later and
         // removes the entry.
-        let mut entries = self.inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let unchanged = self.inner.generation.load(Ordering::SeqCst) == generation;
         if unchanged && self.inner.listening.load(Ordering::SeqCst) {
             if entries.len() >= MAX_ENTRIES {
@@ -137,7 +145,10 @@ impl AccessCache {
                 Ok(Some(notification)) => match notification.payload().parse::<Uuid>() {
                     Ok(user_id) => self.invalidate(user_id),
                     Err(_) => {
-                        tracing::warn!(payload = notification.payload(), "access notification is not a user id");
+                        tracing::warn!(
+                            payload = notification.payload(),
+                            "access notification is not a user id"
+                        );
                         self.invalidate_all();
                     }
                 },
@@ -160,13 +171,21 @@ impl AccessCache {
     }
 
     fn invalidate(&self, user_id: Uuid) {
-        let mut entries = self.inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         entries.remove(&user_id);
     }
 
     fn invalidate_all(&self) {
-        let mut entries = self.inner.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self
+            .inner
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         entries.clear();
     }
@@ -194,7 +213,9 @@ async fn load(pool: &PgPool, user_id: Uuid) -> Result<Option<UserAccess>, StoreE
     .bind(user_id)
     .fetch_all(pool)
     .await?;
-    let Some(first) = rows.first() else { return Ok(None) };
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
     let mut access = UserAccess {
         revocation_version: first.revocation_version,
         disabled: first.disabled,

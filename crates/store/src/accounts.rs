@@ -26,16 +26,19 @@ pub struct NewAccount<'a> {
 /// Creates a user, a new tenant owned by them, and the tenant's default project.
 pub async fn register(tx: &mut Tx<'_>, account: NewAccount<'_>) -> Result<Registered, StoreError> {
     let user_id = new_id();
-    let inserted = sqlx::query("insert into users (id, email, name, password_hash) values ($1, $2, $3, $4)")
-        .bind(user_id)
-        .bind(account.email)
-        .bind(account.name)
-        .bind(account.password_hash)
-        .execute(&mut **tx)
-        .await;
+    let inserted =
+        sqlx::query("insert into users (id, email, name, password_hash) values ($1, $2, $3, $4)")
+            .bind(user_id)
+            .bind(account.email)
+            .bind(account.name)
+            .bind(account.password_hash)
+            .execute(&mut **tx)
+            .await;
     if let Err(error) = inserted {
         if StoreError::is_unique_violation(&error, "users_email_key") {
-            return Err(StoreError::Conflict("an account with this e-mail already exists".into()));
+            return Err(StoreError::Conflict(
+                "an account with this e-mail already exists".into(),
+            ));
         }
         return Err(error.into());
     }
@@ -48,10 +51,24 @@ pub async fn register(tx: &mut Tx<'_>, account: NewAccount<'_>) -> Result<Regist
         .await?;
 
     let local_part = account.email.split('@').next().unwrap_or(account.email);
-    add_membership(tx, tenant_id, user_id, "owner", Handle::derive_from(local_part)).await?;
+    add_membership(
+        tx,
+        tenant_id,
+        user_id,
+        "owner",
+        Handle::derive_from(local_part),
+    )
+    .await?;
 
     let project_key = projects::derive_key(account.tenant_name);
-    let project = projects::create(tx, tenant_id, Some(user_id), &project_key, account.tenant_name).await?;
+    let project = projects::create(
+        tx,
+        tenant_id,
+        Some(user_id),
+        &project_key,
+        account.tenant_name,
+    )
+    .await?;
 
     let event = EventEnvelope::new(
         EventType::UserRegistered,
@@ -62,7 +79,11 @@ pub async fn register(tx: &mut Tx<'_>, account: NewAccount<'_>) -> Result<Regist
         serde_json::json!({ "user_id": user_id, "tenant_id": tenant_id }),
     );
     outbox::append(tx, &event).await?;
-    Ok(Registered { user_id, tenant_id, project_id: project.id })
+    Ok(Registered {
+        user_id,
+        tenant_id,
+        project_id: project.id,
+    })
 }
 
 /// Adds a membership, suffixing the handle with a number when the tenant already uses it.
@@ -74,21 +95,31 @@ pub async fn add_membership(
     handle: Handle,
 ) -> Result<String, StoreError> {
     let handle = free_handle(tx, tenant_id, handle.as_str()).await?;
-    sqlx::query("insert into memberships (tenant_id, user_id, role, handle) values ($1, $2, $3, $4)")
-        .bind(tenant_id)
-        .bind(user_id)
-        .bind(role)
-        .bind(&handle)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "insert into memberships (tenant_id, user_id, role, handle) values ($1, $2, $3, $4)",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(role)
+    .bind(&handle)
+    .execute(&mut **tx)
+    .await?;
     Ok(handle)
 }
 
 /// Returns `wanted` or the first `wanted-N` that no member of the tenant uses.
-pub(crate) async fn free_handle(tx: &mut Tx<'_>, tenant_id: Uuid, wanted: &str) -> Result<String, StoreError> {
+pub(crate) async fn free_handle(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    wanted: &str,
+) -> Result<String, StoreError> {
     let base: String = wanted.chars().take(58).collect();
     for attempt in 1..1000 {
-        let candidate = if attempt == 1 { wanted.to_owned() } else { format!("{base}-{attempt}") };
+        let candidate = if attempt == 1 {
+            wanted.to_owned()
+        } else {
+            format!("{base}-{attempt}")
+        };
         let taken: bool = sqlx::query_scalar(
             "select exists (select 1 from memberships where tenant_id = $1 and lower(handle) = lower($2))",
         )
@@ -100,7 +131,9 @@ pub(crate) async fn free_handle(tx: &mut Tx<'_>, tenant_id: Uuid, wanted: &str) 
             return Ok(candidate);
         }
     }
-    Err(StoreError::Conflict(format!("no free handle near {wanted:?}")))
+    Err(StoreError::Conflict(format!(
+        "no free handle near {wanted:?}"
+    )))
 }
 
 /// A person with credentials, as login needs them.
@@ -111,7 +144,10 @@ pub struct Credentials {
     pub disabled: bool,
 }
 
-pub async fn find_credentials(pool: &PgPool, email: &str) -> Result<Option<Credentials>, StoreError> {
+pub async fn find_credentials(
+    pool: &PgPool,
+    email: &str,
+) -> Result<Option<Credentials>, StoreError> {
     let row = sqlx::query_as::<_, Credentials>(
         "select id as user_id, password_hash, disabled_at is not null as disabled
          from users where lower(email) = lower($1)",
@@ -144,7 +180,11 @@ pub async fn memberships_of(pool: &PgPool, user_id: Uuid) -> Result<Vec<Membersh
 }
 
 /// The role a person holds in a tenant, if they are an active member of it.
-pub async fn role_in(pool: &PgPool, user_id: Uuid, tenant_id: Uuid) -> Result<Option<String>, StoreError> {
+pub async fn role_in(
+    pool: &PgPool,
+    user_id: Uuid,
+    tenant_id: Uuid,
+) -> Result<Option<String>, StoreError> {
     let role = sqlx::query_scalar(
         "select m.role from memberships m join users u on u.id = m.user_id
          where m.user_id = $1 and m.tenant_id = $2 and u.disabled_at is null",
@@ -158,16 +198,25 @@ pub async fn role_in(pool: &PgPool, user_id: Uuid, tenant_id: Uuid) -> Result<Op
 
 /// Locks a tenant's memberships and returns each member's id and role, so concurrent role
 /// changes run one after the other and cannot both demote one of the last two owners.
-pub async fn lock_roles(tx: &mut Tx<'_>, tenant_id: Uuid) -> Result<Vec<(Uuid, String)>, StoreError> {
-    let roles = sqlx::query_as("select user_id, role from memberships where tenant_id = $1 for update")
-        .bind(tenant_id)
-        .fetch_all(&mut **tx)
-        .await?;
+pub async fn lock_roles(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let roles =
+        sqlx::query_as("select user_id, role from memberships where tenant_id = $1 for update")
+            .bind(tenant_id)
+            .fetch_all(&mut **tx)
+            .await?;
     Ok(roles)
 }
 
 /// Sets a member's role.
-pub async fn set_role(tx: &mut Tx<'_>, tenant_id: Uuid, user_id: Uuid, role: &str) -> Result<(), StoreError> {
+pub async fn set_role(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    role: &str,
+) -> Result<(), StoreError> {
     sqlx::query("update memberships set role = $3 where tenant_id = $1 and user_id = $2")
         .bind(tenant_id)
         .bind(user_id)
@@ -178,7 +227,10 @@ pub async fn set_role(tx: &mut Tx<'_>, tenant_id: Uuid, user_id: Uuid, role: &st
 }
 
 /// Reads a user's e-mail address and password hash, for re-authentication.
-pub async fn password_of(pool: &PgPool, user_id: Uuid) -> Result<(Option<String>, Option<String>), StoreError> {
+pub async fn password_of(
+    pool: &PgPool,
+    user_id: Uuid,
+) -> Result<(Option<String>, Option<String>), StoreError> {
     let row = sqlx::query_as("select email, password_hash from users where id = $1")
         .bind(user_id)
         .fetch_optional(pool)
@@ -189,7 +241,11 @@ pub async fn password_of(pool: &PgPool, user_id: Uuid) -> Result<(Option<String>
 
 /// Replaces a user's password hash. A trigger bumps the revocation version, so every access
 /// token issued before stops working.
-pub async fn set_password_hash(tx: &mut Tx<'_>, user_id: Uuid, password_hash: &str) -> Result<(), StoreError> {
+pub async fn set_password_hash(
+    tx: &mut Tx<'_>,
+    user_id: Uuid,
+    password_hash: &str,
+) -> Result<(), StoreError> {
     sqlx::query("update users set password_hash = $2 where id = $1")
         .bind(user_id)
         .bind(password_hash)

@@ -58,7 +58,10 @@ pub struct TokenOwner {
 }
 
 /// Finds the unrevoked, unexpired token whose hash is `token_hash`, and records its use.
-pub async fn authenticate(pool: &PgPool, token_hash: &[u8]) -> Result<Option<TokenOwner>, StoreError> {
+pub async fn authenticate(
+    pool: &PgPool,
+    token_hash: &[u8],
+) -> Result<Option<TokenOwner>, StoreError> {
     let owner = sqlx::query_as::<_, TokenOwner>(
         "update api_tokens set last_used_at = now()
          where token_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())
@@ -71,7 +74,11 @@ pub async fn authenticate(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Tok
 }
 
 /// Lists a user's tokens in a tenant, newest first.
-pub async fn list(pool: &PgPool, user_id: Uuid, tenant_id: Uuid) -> Result<Vec<ApiToken>, StoreError> {
+pub async fn list(
+    pool: &PgPool,
+    user_id: Uuid,
+    tenant_id: Uuid,
+) -> Result<Vec<ApiToken>, StoreError> {
     let tokens = sqlx::query_as::<_, ApiToken>(
         "select id, name, scope, created_at, expires_at, last_used_at, revoked_at
          from api_tokens where user_id = $1 and tenant_id = $2

@@ -29,13 +29,12 @@ pub async fn create(
     task_id: Uuid,
     body: &str,
 ) -> Result<Comment, StoreError> {
-    let task_exists: bool = sqlx::query_scalar(
-        "select exists (select 1 from tasks where tenant_id = $1 and id = $2)",
-    )
-    .bind(tenant_id)
-    .bind(task_id)
-    .fetch_one(&mut **tx)
-    .await?;
+    let task_exists: bool =
+        sqlx::query_scalar("select exists (select 1 from tasks where tenant_id = $1 and id = $2)")
+            .bind(tenant_id)
+            .bind(task_id)
+            .fetch_one(&mut **tx)
+            .await?;
     if !task_exists {
         return Err(StoreError::NotFound("task"));
     }
@@ -56,7 +55,14 @@ pub async fn create(
     let mentioned = resolve_mentions(tx, tenant_id, body).await?;
     insert_mentions(tx, tenant_id, id, &mentioned).await?;
 
-    let comment = Comment { id, task_id, author_id: Some(author_id), body: body.to_owned(), created_at, mentions: mentioned };
+    let comment = Comment {
+        id,
+        task_id,
+        author_id: Some(author_id),
+        body: body.to_owned(),
+        created_at,
+        mentions: mentioned,
+    };
     let event = EventEnvelope::new(
         EventType::CommentCreated,
         tenant_id,
@@ -70,10 +76,15 @@ pub async fn create(
 }
 
 /// Resolves each mention as written, or else without trailing punctuation, to a member.
-async fn resolve_mentions(tx: &mut Tx<'_>, tenant_id: Uuid, body: &str) -> Result<Vec<Uuid>, StoreError> {
+async fn resolve_mentions(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    body: &str,
+) -> Result<Vec<Uuid>, StoreError> {
     let mut people = Vec::new();
     for mention in find_mentions(body) {
-        let mut found = accounts::resolve_handles(tx, tenant_id, std::slice::from_ref(&mention)).await?;
+        let mut found =
+            accounts::resolve_handles(tx, tenant_id, std::slice::from_ref(&mention)).await?;
         let trimmed = trim_mention(&mention);
         if found.is_empty() && trimmed != mention {
             found = accounts::resolve_handles(tx, tenant_id, &[trimmed.to_owned()]).await?;

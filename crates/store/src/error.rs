@@ -19,7 +19,9 @@ impl StoreError {
     /// a date or number out of range.
     pub fn is_bad_value(&self) -> bool {
         match self {
-            StoreError::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| code.starts_with("22")),
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.code().is_some_and(|code| code.starts_with("22"))
+            }
             _ => false,
         }
     }

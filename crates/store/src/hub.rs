@@ -48,15 +48,22 @@ pub async fn append(
     .bind(&envelope)
     .execute(&mut *conn)
     .await?;
-    Ok(SequencedMessage { group_name: group_name.to_owned(), seq, event_id, method: method.to_owned(), envelope })
+    Ok(SequencedMessage {
+        group_name: group_name.to_owned(),
+        seq,
+        event_id,
+        method: method.to_owned(),
+        envelope,
+    })
 }
 
 /// The last sequence number a group has used, 0 when it has none.
 pub async fn last_seq(pool: &PgPool, group_name: &str) -> Result<i64, StoreError> {
-    let seq: Option<i64> = sqlx::query_scalar("select last_seq from hub_groups where group_name = $1")
-        .bind(group_name)
-        .fetch_optional(pool)
-        .await?;
+    let seq: Option<i64> =
+        sqlx::query_scalar("select last_seq from hub_groups where group_name = $1")
+            .bind(group_name)
+            .fetch_optional(pool)
+            .await?;
     Ok(seq.unwrap_or(0))
 }
 

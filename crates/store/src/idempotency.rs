@@ -15,13 +15,21 @@ pub enum KeyState {
     /// A request with the key is still running.
     InProgress,
     /// A request with the key finished; replay its response.
-    Completed { status: u16, response: serde_json::Value },
+    Completed {
+        status: u16,
+        response: serde_json::Value,
+    },
     /// The key was used for a different request.
     Mismatch,
 }
 
 /// Reserves `key` for a request, or reports what it already holds.
-pub async fn reserve(pool: &PgPool, user_id: Uuid, key: &str, request_hash: &str) -> Result<KeyState, StoreError> {
+pub async fn reserve(
+    pool: &PgPool,
+    user_id: Uuid,
+    key: &str,
+    request_hash: &str,
+) -> Result<KeyState, StoreError> {
     let inserted = sqlx::query(
         "insert into idempotency_keys (user_id, key, request_hash) values ($1, $2, $3)
          on conflict do nothing",
@@ -43,7 +51,10 @@ pub async fn reserve(pool: &PgPool, user_id: Uuid, key: &str, request_hash: &str
     .await?;
     Ok(match (stored_hash == request_hash, status, response) {
         (false, _, _) => KeyState::Mismatch,
-        (true, Some(status), Some(response)) => KeyState::Completed { status: status as u16, response },
+        (true, Some(status), Some(response)) => KeyState::Completed {
+            status: status as u16,
+            response,
+        },
         (true, _, _) => KeyState::InProgress,
     })
 }
@@ -56,13 +67,15 @@ pub async fn complete(
     status: u16,
     response: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    sqlx::query("update idempotency_keys set status = $3, response = $4 where user_id = $1 and key = $2")
-        .bind(user_id)
-        .bind(key)
-        .bind(status as i32)
-        .bind(response)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "update idempotency_keys set status = $3, response = $4 where user_id = $1 and key = $2",
+    )
+    .bind(user_id)
+    .bind(key)
+    .bind(status as i32)
+    .bind(response)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -77,7 +90,11 @@ pub async fn release(pool: &PgPool, user_id: Uuid, key: &str) -> Result<(), Stor
 }
 
 /// Marks a consumed message as applied; returns false when it already was.
-pub async fn mark_processed(tx: &mut Tx<'_>, consumer: &str, event_id: Uuid) -> Result<bool, StoreError> {
+pub async fn mark_processed(
+    tx: &mut Tx<'_>,
+    consumer: &str,
+    event_id: Uuid,
+) -> Result<bool, StoreError> {
     let result = sqlx::query(
         "insert into processed_messages (consumer, event_id) values ($1, $2) on conflict do nothing",
     )

@@ -66,7 +66,10 @@ pub struct ImportCache {
 pub enum RowOutcome {
     Created,
     Updated,
-    Failed { column: Option<String>, reason: String },
+    Failed {
+        column: Option<String>,
+        reason: String,
+    },
 }
 
 /// Upserts one row inside a savepoint, so a row the database rejects fails alone.
@@ -84,9 +87,15 @@ pub async fn upsert_row(
         }
         Err(StoreError::Invalid(reason)) => reason,
         Err(StoreError::Database(sqlx::Error::Database(db))) if db.constraint().is_some() => {
-            format!("rejected by the database rule {}", db.constraint().unwrap_or_default())
+            format!(
+                "rejected by the database rule {}",
+                db.constraint().unwrap_or_default()
+            )
         }
-        Err(error) if error.is_bad_value() => format!("a value is invalid: {}", error.database_message().unwrap_or("rejected")),
+        Err(error) if error.is_bad_value() => format!(
+            "a value is invalid: {}",
+            error.database_message().unwrap_or("rejected")
+        ),
         Err(error) => return Err(error),
     };
     savepoint.rollback().await?;
@@ -94,7 +103,10 @@ pub async fn upsert_row(
     // them would point at nothing.
     cache.people.clear();
     cache.projects.clear();
-    Ok(RowOutcome::Failed { column: None, reason: failure })
+    Ok(RowOutcome::Failed {
+        column: None,
+        reason: failure,
+    })
 }
 
 async fn upsert_task(
@@ -104,12 +116,26 @@ async fn upsert_task(
     row: &ImportTask,
 ) -> Result<RowOutcome, StoreError> {
     let (project_id, project_key) = resolve_project(tx, scope, cache, row).await?;
-    let status = row.status.clone().unwrap_or_else(|| projects::INITIAL_STATUS.to_owned());
-    projects::ensure_status(tx, scope.tenant_id, project_id, &status, &row.status_category, 100).await?;
+    let status = row
+        .status
+        .clone()
+        .unwrap_or_else(|| projects::INITIAL_STATUS.to_owned());
+    projects::ensure_status(
+        tx,
+        scope.tenant_id,
+        project_id,
+        &status,
+        &row.status_category,
+        100,
+    )
+    .await?;
     for (username, display_name) in &row.people {
         resolve_person(tx, scope, cache, username, display_name.as_deref()).await?;
     }
-    let assignee_id = row.assignee.as_ref().and_then(|name| cache.people.get(name).copied());
+    let assignee_id = row
+        .assignee
+        .as_ref()
+        .and_then(|name| cache.people.get(name).copied());
 
     let existing: Option<Uuid> = sqlx::query_scalar(
         "select id from tasks where tenant_id = $1 and source = $2 and source_key = $3",
@@ -126,7 +152,14 @@ async fn upsert_task(
             (id, RowOutcome::Updated)
         }
         None => {
-            let key = choose_key(tx, scope.tenant_id, project_id, &project_key, &row.source_key).await?;
+            let key = choose_key(
+                tx,
+                scope.tenant_id,
+                project_id,
+                &project_key,
+                &row.source_key,
+            )
+            .await?;
             let id = insert_task(tx, scope, project_id, &key, &status, assignee_id, row).await?;
             (id, RowOutcome::Created)
         }
@@ -137,7 +170,15 @@ async fn upsert_task(
     }
     let task = tasks::fetch_in_tx(tx, scope.tenant_id, task_id).await?;
     let changes = serde_json::json!({ "source": scope.source, "source_key": row.source_key });
-    tasks::record_change(tx, scope.tenant_id, scope.actor_id, &task, EventType::TaskImported, changes).await?;
+    tasks::record_change(
+        tx,
+        scope.tenant_id,
+        scope.actor_id,
+        &task,
+        EventType::TaskImported,
+        changes,
+    )
+    .await?;
     Ok(outcome)
 }
 
@@ -158,17 +199,26 @@ async fn resolve_project(
     }
     let project = match scope.project_id {
         Some(id) => {
-            let key: Option<String> = sqlx::query_scalar("select key from projects where tenant_id = $1 and id = $2")
-                .bind(scope.tenant_id)
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?;
+            let key: Option<String> =
+                sqlx::query_scalar("select key from projects where tenant_id = $1 and id = $2")
+                    .bind(scope.tenant_id)
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
             (id, key.ok_or(StoreError::NotFound("project"))?)
         }
         None => {
-            let key = ProjectKey::parse(&cache_key).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let key =
+                ProjectKey::parse(&cache_key).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let name = row.project_name.clone().unwrap_or_else(|| key.to_string());
-            let project = projects::find_or_create_by_key(tx, scope.tenant_id, scope.actor_id, key.as_str(), &name).await?;
+            let project = projects::find_or_create_by_key(
+                tx,
+                scope.tenant_id,
+                scope.actor_id,
+                key.as_str(),
+                &name,
+            )
+            .await?;
             (project.id, project.key)
         }
     };
@@ -204,7 +254,9 @@ async fn resolve_person(
                 .bind(display_name.unwrap_or(username))
                 .execute(&mut **tx)
                 .await?;
-            let handle = accounts::free_handle(tx, scope.tenant_id, Handle::derive_from(username).as_str()).await?;
+            let handle =
+                accounts::free_handle(tx, scope.tenant_id, Handle::derive_from(username).as_str())
+                    .await?;
             sqlx::query(
                 "insert into memberships (tenant_id, user_id, role, handle, source, source_key)
                  values ($1, $2, 'member', $3, $4, $5)",
@@ -242,11 +294,13 @@ async fn choose_key(
         .and_then(|digits| digits.parse::<i64>().ok())
         .filter(|n| (1..MAX_KEPT_TASK_NUMBER).contains(n));
     if let Some(number) = number {
-        let taken: bool = sqlx::query_scalar("select exists (select 1 from tasks where tenant_id = $1 and key = $2)")
-            .bind(tenant_id)
-            .bind(source_key)
-            .fetch_one(&mut **tx)
-            .await?;
+        let taken: bool = sqlx::query_scalar(
+            "select exists (select 1 from tasks where tenant_id = $1 and key = $2)",
+        )
+        .bind(tenant_id)
+        .bind(source_key)
+        .fetch_one(&mut **tx)
+        .await?;
         if !taken {
             // Later tasks of the project must not be given this number again.
             sqlx::query("update projects set next_task_number = greatest(next_task_number, $2 + 1) where id = $1")
@@ -341,7 +395,10 @@ async fn upsert_comment(
     comment: &ImportComment,
 ) -> Result<(), StoreError> {
     let source_key = format!("{task_source_key}#{}", comment.index);
-    let author_id = comment.author.as_ref().and_then(|name| cache.people.get(name).copied());
+    let author_id = comment
+        .author
+        .as_ref()
+        .and_then(|name| cache.people.get(name).copied());
     let comment_id: Uuid = sqlx::query_scalar(
         "insert into comments (id, tenant_id, task_id, author_id, body, created_at, source, source_key)
          values ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
@@ -359,6 +416,10 @@ async fn upsert_comment(
     .bind(&source_key)
     .fetch_one(&mut **tx)
     .await?;
-    let mentioned: Vec<Uuid> = comment.mentions.iter().filter_map(|name| cache.people.get(name).copied()).collect();
+    let mentioned: Vec<Uuid> = comment
+        .mentions
+        .iter()
+        .filter_map(|name| cache.people.get(name).copied())
+        .collect();
     comments::insert_mentions(tx, scope.tenant_id, comment_id, &mentioned).await
 }

@@ -63,7 +63,11 @@ pub struct Accepted {
 /// The update that marks the invitation accepted matches only an open, unexpired invitation
 /// for that address, so a token works once and only for its addressee. Unknown, used,
 /// expired and misaddressed tokens all return `NotFound`, revealing nothing about which.
-pub async fn accept(tx: &mut Tx<'_>, token_hash: &[u8], user_id: Uuid) -> Result<Accepted, StoreError> {
+pub async fn accept(
+    tx: &mut Tx<'_>,
+    token_hash: &[u8],
+    user_id: Uuid,
+) -> Result<Accepted, StoreError> {
     let accepted: Option<(Uuid, Uuid, String, String)> = sqlx::query_as(
         "update invitations i set accepted_at = now(), accepted_by = $2
          from users u
@@ -80,16 +84,31 @@ pub async fn accept(tx: &mut Tx<'_>, token_hash: &[u8], user_id: Uuid) -> Result
         return Err(StoreError::NotFound("invitation"));
     };
 
-    let already_member: bool =
-        sqlx::query_scalar("select exists (select 1 from memberships where tenant_id = $1 and user_id = $2)")
-            .bind(tenant_id)
-            .bind(user_id)
-            .fetch_one(&mut **tx)
-            .await?;
+    let already_member: bool = sqlx::query_scalar(
+        "select exists (select 1 from memberships where tenant_id = $1 and user_id = $2)",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_one(&mut **tx)
+    .await?;
     if already_member {
-        return Err(StoreError::Conflict("you are already a member of this tenant".into()));
+        return Err(StoreError::Conflict(
+            "you are already a member of this tenant".into(),
+        ));
     }
     let local_part = email.split('@').next().unwrap_or(&email);
-    let handle = accounts::add_membership(tx, tenant_id, user_id, &role, Handle::derive_from(local_part)).await?;
-    Ok(Accepted { invitation_id, tenant_id, role, handle })
+    let handle = accounts::add_membership(
+        tx,
+        tenant_id,
+        user_id,
+        &role,
+        Handle::derive_from(local_part),
+    )
+    .await?;
+    Ok(Accepted {
+        invitation_id,
+        tenant_id,
+        role,
+        handle,
+    })
 }

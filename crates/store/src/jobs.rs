@@ -54,13 +54,22 @@ struct JobRow {
 
 impl JobRow {
     fn into_job(self) -> (Uuid, Job) {
-        let progress = if self.status == "completed" { 100 } else { self.progress.min(99) };
+        let progress = if self.status == "completed" {
+            100
+        } else {
+            self.progress.min(99)
+        };
         let job = Job {
             id: self.id,
             kind: self.kind,
             status: self.status,
             params: self.params,
-            counts: JobCounts { total: self.total, created: self.created, updated: self.updated, failed: self.failed },
+            counts: JobCounts {
+                total: self.total,
+                created: self.created,
+                updated: self.updated,
+                failed: self.failed,
+            },
             progress,
             error: self.error,
             created_by: self.created_by,
@@ -72,7 +81,8 @@ impl JobRow {
     }
 }
 
-const SELECT_JOB: &str = "select id, tenant_id, kind, status, params, total, created, updated, failed,
+const SELECT_JOB: &str =
+    "select id, tenant_id, kind, status, params, total, created, updated, failed,
     progress, error, created_by, created_at, started_at, finished_at from jobs";
 
 /// Creates a queued job and the `job.requested` event that carries it to the workers.
@@ -109,18 +119,29 @@ pub async fn create(
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<Job>, StoreError> {
     let sql = format!("{SELECT_JOB} where tenant_id = $1 and id = $2");
-    let row = sqlx::query_as::<_, JobRow>(&sql).bind(tenant_id).bind(id).fetch_optional(pool).await?;
+    let row = sqlx::query_as::<_, JobRow>(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(|r| r.into_job().1))
 }
 
 /// Reads a job by id alone, for a worker that got the id from a broker message.
 pub async fn get_any_tenant(pool: &PgPool, id: Uuid) -> Result<Option<(Uuid, Job)>, StoreError> {
     let sql = format!("{SELECT_JOB} where id = $1");
-    let row = sqlx::query_as::<_, JobRow>(&sql).bind(id).fetch_optional(pool).await?;
+    let row = sqlx::query_as::<_, JobRow>(&sql)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     Ok(row.map(JobRow::into_job))
 }
 
-pub(crate) async fn fetch_in_tx(tx: &mut Tx<'_>, tenant_id: Uuid, id: Uuid) -> Result<Job, StoreError> {
+pub(crate) async fn fetch_in_tx(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Job, StoreError> {
     let sql = format!("{SELECT_JOB} where tenant_id = $1 and id = $2");
     let row = sqlx::query_as::<_, JobRow>(&sql)
         .bind(tenant_id)
@@ -132,7 +153,12 @@ pub(crate) async fn fetch_in_tx(tx: &mut Tx<'_>, tenant_id: Uuid, id: Uuid) -> R
 }
 
 /// Marks a job running and resets its counts, since a restarted job counts again from zero.
-pub async fn start(tx: &mut Tx<'_>, tenant_id: Uuid, id: Uuid, actor: Option<Uuid>) -> Result<Job, StoreError> {
+pub async fn start(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+    actor: Option<Uuid>,
+) -> Result<Job, StoreError> {
     sqlx::query(
         "update jobs set status = 'running', started_at = now(), total = 0, created = 0,
                 updated = 0, failed = 0, progress = 0, error = null
@@ -202,7 +228,14 @@ async fn emit(
     event_type: EventType,
 ) -> Result<Job, StoreError> {
     let job = fetch_in_tx(tx, tenant_id, id).await?;
-    let event = EventEnvelope::new(event_type, tenant_id, actor, id, None, serde_json::to_value(&job).unwrap_or_default());
+    let event = EventEnvelope::new(
+        event_type,
+        tenant_id,
+        actor,
+        id,
+        None,
+        serde_json::to_value(&job).unwrap_or_default(),
+    );
     outbox::append(tx, &event).await?;
     Ok(job)
 }

@@ -32,7 +32,7 @@ use sqlx::postgres::PgPoolOptions;
 
 pub type Tx<'a> = Transaction<'a, Postgres>;
 
-/// Opens a connection pool. The connect timeout is short so readiness checks answer quickly.
+/// Opens a connection pool. The connect timeout is short so readiness checks respond quickly.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -54,11 +54,18 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// Builds a page from `limit + 1` fetched rows: the extra row only says another page exists.
+    /// Builds a page from `limit + 1` fetched rows: the extra row only shows that another page exists.
     pub fn from_rows(mut rows: Vec<T>, limit: i64, cursor_of: impl Fn(&T) -> String) -> Self {
         let has_more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = if has_more { rows.last().map(cursor_of) } else { None };
-        Self { items: rows, next_cursor }
+        let next_cursor = if has_more {
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
     }
 }

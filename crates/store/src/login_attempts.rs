@@ -19,7 +19,11 @@ pub struct AttemptCount {
 ///
 /// One upsert both counts and starts a new window when the old one has ended, and the
 /// row lock it takes makes concurrent attempts count one after the other.
-pub async fn record(pool: &PgPool, key: &str, window: Duration) -> Result<AttemptCount, StoreError> {
+pub async fn record(
+    pool: &PgPool,
+    key: &str,
+    window: Duration,
+) -> Result<AttemptCount, StoreError> {
     let count = sqlx::query_as::<_, AttemptCount>(
         "insert into login_attempts as a (key, window_started_at, attempts) values ($1, now(), 1)
          on conflict (key) do update set
@@ -40,7 +44,10 @@ pub async fn record(pool: &PgPool, key: &str, window: Duration) -> Result<Attemp
 
 /// Forgets `key`'s attempts, after a successful login.
 pub async fn clear(pool: &PgPool, key: &str) -> Result<(), StoreError> {
-    sqlx::query("delete from login_attempts where key = $1").bind(key).execute(pool).await?;
+    sqlx::query("delete from login_attempts where key = $1")
+        .bind(key)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

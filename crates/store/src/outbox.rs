@@ -28,7 +28,10 @@ pub async fn append_many(tx: &mut Tx<'_>, events: &[EventEnvelope]) -> Result<()
     let ids: Vec<_> = events.iter().map(|e| e.event_id).collect();
     let tenants: Vec<_> = events.iter().map(|e| e.tenant_id).collect();
     let types: Vec<_> = events.iter().map(|e| e.event_type.clone()).collect();
-    let bodies: Vec<_> = events.iter().map(|e| serde_json::to_value(e).unwrap_or_default()).collect();
+    let bodies: Vec<_> = events
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .collect();
     sqlx::query(
         "insert into outbox (event_id, tenant_id, event_type, envelope)
          select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[])",
@@ -76,10 +79,12 @@ pub async fn lock_cursor(conn: &mut PgConnection, destination: &str) -> Result<C
         .bind(format!("relay:{destination}"))
         .execute(&mut *conn)
         .await?;
-    let cursor = sqlx::query_as::<_, Cursor>("select tx_id, outbox_id from relay_cursors where destination = $1")
-        .bind(destination)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let cursor = sqlx::query_as::<_, Cursor>(
+        "select tx_id, outbox_id from relay_cursors where destination = $1",
+    )
+    .bind(destination)
+    .fetch_optional(&mut *conn)
+    .await?;
     cursor.ok_or(StoreError::NotFound("relay cursor"))
 }
 

@@ -17,8 +17,11 @@ pub struct Project {
 }
 
 /// Statuses every new project starts with.
-const DEFAULT_STATUSES: [(&str, &str); 3] =
-    [("To Do", "todo"), ("In Progress", "in_progress"), ("Done", "done")];
+const DEFAULT_STATUSES: [(&str, &str); 3] = [
+    ("To Do", "todo"),
+    ("In Progress", "in_progress"),
+    ("Done", "done"),
+];
 
 /// Status a new task gets when none is given.
 pub const INITIAL_STATUS: &str = "To Do";
@@ -59,7 +62,9 @@ pub async fn create(
     let project = match inserted {
         Ok(project) => project,
         Err(error) if StoreError::is_unique_violation(&error, "projects_tenant_id_key_key") => {
-            return Err(StoreError::Conflict(format!("a project with key {key} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "a project with key {key} already exists"
+            )));
         }
         Err(error) => return Err(error.into()),
     };

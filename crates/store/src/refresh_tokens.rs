@@ -80,7 +80,11 @@ pub async fn start_family(
     .execute(&mut **tx)
     .await?;
     insert_token(tx, family_id, None, token_hash, lifetimes.idle).await?;
-    Ok(Session { family_id, user_id, tenant_id })
+    Ok(Session {
+        family_id,
+        user_id,
+        tenant_id,
+    })
 }
 
 async fn insert_token(
@@ -140,8 +144,14 @@ pub async fn rotate(
     .bind(lifetimes.reuse_grace.as_secs_f64())
     .fetch_optional(&mut **tx)
     .await?;
-    let Some(token) = token else { return Ok(Rotation::Rejected) };
-    let session = Session { family_id: token.family_id, user_id: token.user_id, tenant_id: token.tenant_id };
+    let Some(token) = token else {
+        return Ok(Rotation::Rejected);
+    };
+    let session = Session {
+        family_id: token.family_id,
+        user_id: token.user_id,
+        tenant_id: token.tenant_id,
+    };
     if !token.usable {
         return Ok(Rotation::Rejected);
     }
@@ -162,12 +172,23 @@ pub async fn rotate(
             .execute(&mut **tx)
             .await?;
     }
-    insert_token(tx, token.family_id, Some(token.id), replacement, lifetimes.idle).await?;
+    insert_token(
+        tx,
+        token.family_id,
+        Some(token.id),
+        replacement,
+        lifetimes.idle,
+    )
+    .await?;
     Ok(Rotation::Rotated(session))
 }
 
 /// Revokes one family.
-pub async fn revoke_family(tx: &mut Tx<'_>, family_id: Uuid, reason: RevokeReason) -> Result<(), StoreError> {
+pub async fn revoke_family(
+    tx: &mut Tx<'_>,
+    family_id: Uuid,
+    reason: RevokeReason,
+) -> Result<(), StoreError> {
     sqlx::query(
         "update refresh_token_families set revoked_at = now(), revoked_reason = $2
          where id = $1 and revoked_at is null",
@@ -181,7 +202,10 @@ pub async fn revoke_family(tx: &mut Tx<'_>, family_id: Uuid, reason: RevokeReaso
 
 /// Revokes the family of the token whose hash is `presented`, returning its session when
 /// the token was known.
-pub async fn revoke_by_token(pool: &PgPool, presented: &[u8]) -> Result<Option<Session>, StoreError> {
+pub async fn revoke_by_token(
+    pool: &PgPool,
+    presented: &[u8],
+) -> Result<Option<Session>, StoreError> {
     let session = sqlx::query_as::<_, Session>(
         "update refresh_token_families f
          set revoked_at = coalesce(f.revoked_at, now()), revoked_reason = coalesce(f.revoked_reason, 'logout')
@@ -196,7 +220,11 @@ pub async fn revoke_by_token(pool: &PgPool, presented: &[u8]) -> Result<Option<S
 }
 
 /// Revokes every family of a user.
-pub async fn revoke_all_of_user(tx: &mut Tx<'_>, user_id: Uuid, reason: RevokeReason) -> Result<u64, StoreError> {
+pub async fn revoke_all_of_user(
+    tx: &mut Tx<'_>,
+    user_id: Uuid,
+    reason: RevokeReason,
+) -> Result<u64, StoreError> {
     let revoked = sqlx::query(
         "update refresh_token_families set revoked_at = now(), revoked_reason = $2
          where user_id = $1 and revoked_at is null",

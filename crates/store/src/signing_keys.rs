@@ -25,7 +25,10 @@ pub async fn list(pool: &PgPool) -> Result<Vec<StoredSigningKey>, StoreError> {
 /// Stores `key` unless a key already exists, and returns every stored key, newest first.
 ///
 /// An advisory lock serialises processes starting together, so exactly one key is created.
-pub async fn insert_if_none(pool: &PgPool, key: &StoredSigningKey) -> Result<Vec<StoredSigningKey>, StoreError> {
+pub async fn insert_if_none(
+    pool: &PgPool,
+    key: &StoredSigningKey,
+) -> Result<Vec<StoredSigningKey>, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("select pg_advisory_xact_lock(hashtext('tasklane.signing_keys'))")
         .execute(&mut *tx)

@@ -54,7 +54,11 @@ pub struct NewTask {
 }
 
 /// Takes the next task number of a project, returning the task key it forms.
-pub(crate) async fn next_key(tx: &mut Tx<'_>, tenant_id: Uuid, project_id: Uuid) -> Result<String, StoreError> {
+pub(crate) async fn next_key(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    project_id: Uuid,
+) -> Result<String, StoreError> {
     let row: Option<(String, i64)> = sqlx::query_as(
         "update projects set next_task_number = next_task_number + 1
          where tenant_id = $1 and id = $2
@@ -75,7 +79,9 @@ pub async fn create(
     new: NewTask,
 ) -> Result<Task, StoreError> {
     let key = next_key(tx, tenant_id, new.project_id).await?;
-    let status = new.status.unwrap_or_else(|| projects::INITIAL_STATUS.to_owned());
+    let status = new
+        .status
+        .unwrap_or_else(|| projects::INITIAL_STATUS.to_owned());
     ensure_status_exists(tx, new.project_id, &status).await?;
     ensure_member(tx, tenant_id, new.assignee_id).await?;
     let id = new_id();
@@ -99,7 +105,15 @@ pub async fn create(
     .execute(&mut **tx)
     .await?;
     let task = fetch_in_tx(tx, tenant_id, id).await?;
-    record_change(tx, tenant_id, actor_id, &task, EventType::TaskCreated, serde_json::to_value(&task).unwrap_or_default()).await?;
+    record_change(
+        tx,
+        tenant_id,
+        actor_id,
+        &task,
+        EventType::TaskCreated,
+        serde_json::to_value(&task).unwrap_or_default(),
+    )
+    .await?;
     Ok(task)
 }
 
@@ -135,7 +149,11 @@ pub(crate) async fn record_change(
     outbox::append(tx, &event).await
 }
 
-async fn ensure_status_exists(tx: &mut Tx<'_>, project_id: Uuid, status: &str) -> Result<(), StoreError> {
+async fn ensure_status_exists(
+    tx: &mut Tx<'_>,
+    project_id: Uuid,
+    status: &str,
+) -> Result<(), StoreError> {
     let exists: bool = sqlx::query_scalar(
         "select exists (select 1 from project_statuses where project_id = $1 and name = $2)",
     )
@@ -146,12 +164,20 @@ async fn ensure_status_exists(tx: &mut Tx<'_>, project_id: Uuid, status: &str) -
     if exists {
         Ok(())
     } else {
-        Err(StoreError::Invalid(format!("status {status:?} does not exist in this project")))
+        Err(StoreError::Invalid(format!(
+            "status {status:?} does not exist in this project"
+        )))
     }
 }
 
-async fn ensure_member(tx: &mut Tx<'_>, tenant_id: Uuid, user_id: Option<Uuid>) -> Result<(), StoreError> {
-    let Some(user_id) = user_id else { return Ok(()) };
+async fn ensure_member(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    user_id: Option<Uuid>,
+) -> Result<(), StoreError> {
+    let Some(user_id) = user_id else {
+        return Ok(());
+    };
     let exists: bool = sqlx::query_scalar(
         "select exists (select 1 from memberships where tenant_id = $1 and user_id = $2)",
     )
@@ -162,17 +188,27 @@ async fn ensure_member(tx: &mut Tx<'_>, tenant_id: Uuid, user_id: Option<Uuid>) 
     if exists {
         Ok(())
     } else {
-        Err(StoreError::Invalid(format!("assignee {user_id} is not a member of this tenant")))
+        Err(StoreError::Invalid(format!(
+            "assignee {user_id} is not a member of this tenant"
+        )))
     }
 }
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<Option<Task>, StoreError> {
     let sql = format!("{SELECT_TASK} where t.tenant_id = $1 and t.id = $2");
-    let task = sqlx::query_as::<_, Task>(&sql).bind(tenant_id).bind(id).fetch_optional(pool).await?;
+    let task = sqlx::query_as::<_, Task>(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
     Ok(task)
 }
 
-pub(crate) async fn fetch_in_tx(tx: &mut Tx<'_>, tenant_id: Uuid, id: Uuid) -> Result<Task, StoreError> {
+pub(crate) async fn fetch_in_tx(
+    tx: &mut Tx<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<Task, StoreError> {
     let sql = format!("{SELECT_TASK} where t.tenant_id = $1 and t.id = $2");
     sqlx::query_as::<_, Task>(&sql)
         .bind(tenant_id)
@@ -250,7 +286,10 @@ pub async fn patch(
     let (version, project_id) = current.ok_or(StoreError::NotFound("task"))?;
     if let Some(expected) = expected_version {
         if expected != version {
-            return Err(StoreError::VersionMismatch { expected, current: version });
+            return Err(StoreError::VersionMismatch {
+                expected,
+                current: version,
+            });
         }
     }
     if let Some(status) = &patch.status {
@@ -287,18 +326,25 @@ pub async fn patch(
     .execute(&mut **tx)
     .await?;
     let task = fetch_in_tx(tx, tenant_id, id).await?;
-    record_change(tx, tenant_id, actor_id, &task, EventType::TaskUpdated, changes).await?;
+    record_change(
+        tx,
+        tenant_id,
+        actor_id,
+        &task,
+        EventType::TaskUpdated,
+        changes,
+    )
+    .await?;
     Ok(task)
 }
 
 /// The id and project of a task the caller's tenant owns, for checks before writing.
 pub async fn exists(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
-    let exists = sqlx::query_scalar(
-        "select exists (select 1 from tasks where tenant_id = $1 and id = $2)",
-    )
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_one(pool)
-    .await?;
+    let exists =
+        sqlx::query_scalar("select exists (select 1 from tasks where tenant_id = $1 and id = $2)")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
     Ok(exists)
 }

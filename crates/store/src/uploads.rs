@@ -64,7 +64,10 @@ pub async fn set_size(pool: &PgPool, upload_id: Uuid, size_bytes: i64) -> Result
 
 /// Deletes an upload that no job will read, with its chunks.
 pub async fn delete(pool: &PgPool, upload_id: Uuid) -> Result<(), StoreError> {
-    sqlx::query("delete from uploads where id = $1").bind(upload_id).execute(pool).await?;
+    sqlx::query("delete from uploads where id = $1")
+        .bind(upload_id)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

@@ -19,7 +19,9 @@ use tasklane_store::access_cache::AccessCache;
 use tasklane_store::PgPool;
 use tasklane_workers::bulk::BulkWorker;
 use tasklane_workers::notify::NotifyConsumer;
-use tasklane_workers::relay::{self, Destination, HubDestination, KafkaDestination, RabbitDestination};
+use tasklane_workers::relay::{
+    self, Destination, HubDestination, KafkaDestination, RabbitDestination,
+};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -29,20 +31,25 @@ use crate::roles::Role;
 /// Applies database migrations.
 pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     let pool = connect_database(settings).await?;
-    tasklane_store::migrate(&pool).await.context("applying migrations")?;
+    tasklane_store::migrate(&pool)
+        .await
+        .context("applying migrations")?;
     tracing::info!("migrations applied");
     Ok(())
 }
 
 async fn connect_database(settings: &Settings) -> anyhow::Result<PgPool> {
-    tasklane_store::connect(settings.database.url.expose_secret(), settings.database.max_connections)
-        .await
-        .context("connecting to PostgreSQL")
+    tasklane_store::connect(
+        settings.database.url.expose_secret(),
+        settings.database.max_connections,
+    )
+    .await
+    .context("connecting to PostgreSQL")
 }
 
 /// A running application.
 pub struct Application {
-    /// Where the HTTP server listens, when the process runs the api or hub role.
+    /// Address of the HTTP server, when the process runs the api or hub role.
     pub address: Option<SocketAddr>,
     pub hub: Option<Hub>,
     cancel: CancellationToken,
@@ -55,8 +62,14 @@ impl Application {
     pub async fn start(settings: Settings, roles: &[Role]) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let pool = connect_database(&settings).await?;
-        tasklane_store::migrate(&pool).await.context("applying migrations")?;
-        let cache = Cache::connect(settings.redis.url.expose_secret(), settings.namespace.clone()).await;
+        tasklane_store::migrate(&pool)
+            .await
+            .context("applying migrations")?;
+        let cache = Cache::connect(
+            settings.redis.url.expose_secret(),
+            settings.namespace.clone(),
+        )
+        .await;
         let keys = crate::token_keys::load(&settings.auth, &pool).await?;
         let tokens = TokenIssuer::new(
             keys,
@@ -64,8 +77,10 @@ impl Application {
             &settings.auth.audience,
             settings.auth.access_token_ttl,
         );
-        let topology = Topology::new(settings.namespace.clone())
-            .with_rabbit_queues(&settings.rabbitmq.queue_type, settings.rabbitmq.queue_expires);
+        let topology = Topology::new(settings.namespace.clone()).with_rabbit_queues(
+            &settings.rabbitmq.queue_type,
+            settings.rabbitmq.queue_expires,
+        );
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let access = AccessCache::new(pool.clone());
@@ -74,7 +89,11 @@ impl Application {
         }
 
         let hub = roles.contains(&Role::Hub).then(|| {
-            let backend = StoreHubBackend { pool: pool.clone(), tokens: tokens.clone(), access: access.clone() };
+            let backend = StoreHubBackend {
+                pool: pool.clone(),
+                tokens: tokens.clone(),
+                access: access.clone(),
+            };
             Hub::new(Arc::new(backend), HubSettings::default())
         });
         if let Some(hub) = &hub {
@@ -109,7 +128,8 @@ impl Application {
                         tracing::debug!(%error, "could not set TCP_NODELAY");
                     }
                 });
-                let server = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned());
+                let server = axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown.cancelled_owned());
                 if let Err(error) = server.await {
                     tracing::error!(%error, "http server failed");
                 }
@@ -131,11 +151,19 @@ impl Application {
         if roles.contains(&Role::Relay) {
             let producer = KafkaProducer::new(&settings.kafka.brokers)?;
             let destinations: Vec<Arc<dyn Destination>> = vec![
-                Arc::new(RabbitDestination::new(settings.rabbitmq.url.expose_secret().to_owned(), topology.clone())),
+                Arc::new(RabbitDestination::new(
+                    settings.rabbitmq.url.expose_secret().to_owned(),
+                    topology.clone(),
+                )),
                 Arc::new(KafkaDestination::new(producer, topology.clone())),
                 Arc::new(HubDestination::new(cache.clone())),
             ];
-            tasks.spawn(relay::run(pool.clone(), destinations, settings.relay.clone(), cancel.clone()));
+            tasks.spawn(relay::run(
+                pool.clone(),
+                destinations,
+                settings.relay.clone(),
+                cancel.clone(),
+            ));
         }
         if roles.contains(&Role::Bulk) {
             let worker = BulkWorker {
@@ -171,10 +199,16 @@ impl Application {
         }
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         tracing::info!(roles = names.join(","), "tasklane started");
-        Ok(Self { address, hub, cancel, tasks, shutdown_grace: settings.server.shutdown_grace })
+        Ok(Self {
+            address,
+            hub,
+            cancel,
+            tasks,
+            shutdown_grace: settings.server.shutdown_grace,
+        })
     }
 
-    /// Stops every role: hub clients are told to reconnect elsewhere, HTTP stops taking
+    /// Stops every role: hub clients get a Close that lets them reconnect elsewhere, HTTP stops taking
     /// requests, workers finish their current step; whatever outlives the grace period is aborted.
     pub async fn stop(mut self) {
         tracing::info!("tasklane stopping");
@@ -206,8 +240,9 @@ async fn wait_for_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -219,7 +254,9 @@ async fn wait_for_signal() {
 
 /// Feeds the hub with the relay's messages from the Redis backplane.
 async fn run_backplane(settings: Arc<Settings>, hub: Hub, cancel: CancellationToken) {
-    let channel = settings.namespace.redis_key(tasklane_cache::backplane::HUB_CHANNEL);
+    let channel = settings
+        .namespace
+        .redis_key(tasklane_cache::backplane::HUB_CHANNEL);
     let url = settings.redis.url.expose_secret().to_owned();
     tasklane_cache::backplane::subscribe(url, channel, cancel, move |payload| {
         match serde_json::from_str::<HubMessage>(&payload) {
@@ -230,7 +267,7 @@ async fn run_backplane(settings: Arc<Settings>, hub: Hub, cancel: CancellationTo
     .await;
 }
 
-/// The topics every Kafka role needs: (name, partitions, is the activity stream).
+/// Lists the topics every Kafka role needs: (name, partitions, is the activity stream).
 fn kafka_topics(topology: &Topology, partitions: i32) -> Vec<(String, i32, bool)> {
     vec![
         (topology.bulk_operations(), partitions, false),
@@ -239,8 +276,12 @@ fn kafka_topics(topology: &Topology, partitions: i32) -> Vec<(String, i32, bool)
     ]
 }
 
-/// Creates the Kafka topics, retrying until the broker answers; false when cancelled first.
-async fn ensure_topics_until_ready(brokers: &str, topics: &[(String, i32, bool)], cancel: &CancellationToken) -> bool {
+/// Creates the Kafka topics, retrying until the broker responds; false when cancelled first.
+async fn ensure_topics_until_ready(
+    brokers: &str,
+    topics: &[(String, i32, bool)],
+    cancel: &CancellationToken,
+) -> bool {
     let mut warned = false;
     loop {
         match kafka::ensure_topics(brokers, topics).await {

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::roles::{parse_roles, Role};
 
 #[derive(Parser, Debug)]
-#[command(name = "tasklane", version, about = "Tasklane: real-time task management")]
+#[command(
+    name = "tasklane",
+    version,
+    about = "Tasklane: real-time task management"
+)]
 pub struct Cli {
     /// TOML settings file; TASKLANE_* environment variables (`__` between levels) override it.
     #[arg(long, global = true, env = "TASKLANE_CONFIG")]
@@ -57,7 +61,11 @@ pub struct ImportArgs {
     #[arg(long, default_value = "jira", value_parser = ["jira", "csv"])]
     pub format: String,
     /// Base URL of the running API.
-    #[arg(long, env = "TASKLANE_API_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "TASKLANE_API_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub api_url: String,
     /// Return once the job is queued instead of following it to the end.
     #[arg(long)]

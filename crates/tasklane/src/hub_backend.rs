@@ -1,7 +1,9 @@
 //! The hub's view of the database: who a token belongs to, and what they may join.
 
 use tasklane_auth::TokenIssuer;
-use tasklane_hub::{AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal};
+use tasklane_hub::{
+    AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
+};
 use tasklane_store::access_cache::AccessCache;
 use tasklane_store::{hub, jobs, tasks, PgPool};
 
@@ -22,7 +24,10 @@ fn internal(error: tasklane_store::StoreError) -> JoinError {
 #[async_trait::async_trait]
 impl HubBackend for StoreHubBackend {
     async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthRejected> {
-        let claims = self.tokens.verify(bearer_token).map_err(|e| AuthRejected::new(e.to_string()))?;
+        let claims = self
+            .tokens
+            .verify(bearer_token)
+            .map_err(|e| AuthRejected::new(e.to_string()))?;
         let access = self
             .access
             .get(claims.sub)
@@ -35,7 +40,10 @@ impl HubBackend for StoreHubBackend {
         // NOTE: this runs only when a connection starts, so a connection opened before a
         // revocation stays open until the client disconnects.
         match access.role_in(claims.tid) {
-            Some(_) => Ok(Principal { user_id: claims.sub, tenant_id: claims.tid }),
+            Some(_) => Ok(Principal {
+                user_id: claims.sub,
+                tenant_id: claims.tid,
+            }),
             None => Err(AuthRejected::new("not a member of the token's tenant")),
         }
     }
@@ -45,7 +53,11 @@ impl HubBackend for StoreHubBackend {
     /// The group's sequence number is read before the snapshot: every message numbered at
     /// or below it describes a change the snapshot already contains, and every later one
     /// reaches the client live.
-    async fn join(&self, principal: &Principal, target: JoinTarget) -> Result<JoinGrant, JoinError> {
+    async fn join(
+        &self,
+        principal: &Principal,
+        target: JoinTarget,
+    ) -> Result<JoinGrant, JoinError> {
         let group = target.group();
         let seq = hub::last_seq(&self.pool, &group).await.map_err(internal)?;
         let snapshot = match target {
@@ -59,12 +71,21 @@ impl HubBackend for StoreHubBackend {
                 .map(|job| serde_json::to_value(job).unwrap_or_default()),
         };
         let snapshot = snapshot.ok_or(JoinError::NotFound)?;
-        Ok(JoinGrant { group, seq, snapshot })
+        Ok(JoinGrant {
+            group,
+            seq,
+            snapshot,
+        })
     }
 
     /// Reads the group's missed messages from `hub_messages`, or returns `Resync` when the
     /// table no longer contains all of them.
-    async fn catch_up(&self, _principal: &Principal, group: &str, after_seq: i64) -> Result<CatchUp, JoinError> {
+    async fn catch_up(
+        &self,
+        _principal: &Principal,
+        group: &str,
+        after_seq: i64,
+    ) -> Result<CatchUp, JoinError> {
         let stored = hub::messages_after(&self.pool, group, after_seq, MAX_CATCH_UP_MESSAGES)
             .await
             .map_err(internal)?;
@@ -78,7 +99,12 @@ impl HubBackend for StoreHubBackend {
 
 /// Rebuilds the message the relay published from its stored envelope.
 fn to_hub_message(stored: hub::SequencedMessage) -> HubMessage {
-    let event_type = stored.envelope.get("type").and_then(|value| value.as_str()).unwrap_or_default().to_owned();
+    let event_type = stored
+        .envelope
+        .get("type")
+        .and_then(|value| value.as_str())
+        .unwrap_or_default()
+        .to_owned();
     let data = stored.envelope.get("data").cloned().unwrap_or_default();
     HubMessage {
         group: stored.group_name,

@@ -22,9 +22,15 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
     // Checked first: a server that rejects the token closes the connection mid-upload,
     // which would otherwise surface as a broken pipe instead of the real reason.
-    read_json(client.get(format!("{base}/api/v1/projects?limit=1")).bearer_auth(&token).send().await?)
-        .await
-        .context("checking TASKLANE_TOKEN against the API")?;
+    read_json(
+        client
+            .get(format!("{base}/api/v1/projects?limit=1"))
+            .bearer_auth(&token)
+            .send()
+            .await?,
+    )
+    .await
+    .context("checking TASKLANE_TOKEN against the API")?;
 
     let project_id = match &args.project {
         Some(key) => Some(find_project(&client, &base, &token, key).await?),
@@ -35,10 +41,20 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening {}", args.file.display()))?;
     let size = file.metadata().await?.len();
-    let filename = args.file.file_name().and_then(|n| n.to_str()).unwrap_or("upload.csv").to_owned();
+    let filename = args
+        .file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("upload.csv")
+        .to_owned();
     let body = reqwest::Body::wrap_stream(ReaderStream::new(file));
     let mut form = Form::new()
-        .part("file", Part::stream_with_length(body, size).file_name(filename).mime_str("text/csv")?)
+        .part(
+            "file",
+            Part::stream_with_length(body, size)
+                .file_name(filename)
+                .mime_str("text/csv")?,
+        )
         .text("format", args.format.clone());
     if let Some(id) = project_id {
         form = form.text("project_id", id);
@@ -51,7 +67,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("sending the file to {base}"))?;
     let queued = read_json(response).await?;
-    let job_id = queued["job_id"].as_str().context("the API returned no job_id")?.to_owned();
+    let job_id = queued["job_id"]
+        .as_str()
+        .context("the API returned no job_id")?
+        .to_owned();
     println!("import queued: job {job_id}");
     if args.no_wait {
         return Ok(());
@@ -59,7 +78,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     follow_job(&client, &base, &token, &job_id).await
 }
 
-async fn find_project(client: &reqwest::Client, base: &str, token: &str, key: &str) -> anyhow::Result<String> {
+async fn find_project(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    key: &str,
+) -> anyhow::Result<String> {
     let mut cursor: Option<String> = None;
     loop {
         let mut url = format!("{base}/api/v1/projects?limit=200");
@@ -78,10 +102,22 @@ async fn find_project(client: &reqwest::Client, base: &str, token: &str, key: &s
     }
 }
 
-async fn follow_job(client: &reqwest::Client, base: &str, token: &str, job_id: &str) -> anyhow::Result<()> {
+async fn follow_job(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    job_id: &str,
+) -> anyhow::Result<()> {
     let mut last_progress = -1;
     loop {
-        let job = read_json(client.get(format!("{base}/api/v1/jobs/{job_id}")).bearer_auth(token).send().await?).await?;
+        let job = read_json(
+            client
+                .get(format!("{base}/api/v1/jobs/{job_id}"))
+                .bearer_auth(token)
+                .send()
+                .await?,
+        )
+        .await?;
         let progress = job["progress"].as_i64().unwrap_or(0);
         if progress != last_progress {
             println!("{}: {progress}%", job["status"].as_str().unwrap_or("?"));
@@ -99,17 +135,27 @@ async fn follow_job(client: &reqwest::Client, base: &str, token: &str, job_id: &
                 }
                 return Ok(());
             }
-            Some("failed") | Some("cancelled") => bail!("import {}: {}", job["status"], job["error"]),
+            Some("failed") | Some("cancelled") => {
+                bail!("import {}: {}", job["status"], job["error"])
+            }
             _ => tokio::time::sleep(POLL_INTERVAL).await,
         }
     }
 }
 
-async fn print_errors(client: &reqwest::Client, base: &str, token: &str, job_id: &str) -> anyhow::Result<()> {
+async fn print_errors(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    job_id: &str,
+) -> anyhow::Result<()> {
     let url = format!("{base}/api/v1/jobs/{job_id}/errors?limit=20");
     let page = read_json(client.get(url).bearer_auth(token).send().await?).await?;
     for error in page["items"].as_array().into_iter().flatten() {
-        println!("  row {}, column {}: {}", error["row_number"], error["column"], error["reason"]);
+        println!(
+            "  row {}, column {}: {}",
+            error["row_number"], error["column"], error["reason"]
+        );
     }
     if !page["next_cursor"].is_null() {
         println!("  more errors: GET /api/v1/jobs/{job_id}/errors");
@@ -122,7 +168,10 @@ async fn read_json(response: reqwest::Response) -> anyhow::Result<Value> {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!("the API returned {status}: {}", body["detail"].as_str().unwrap_or("no detail"));
+        bail!(
+            "the API returned {status}: {}",
+            body["detail"].as_str().unwrap_or("no detail")
+        );
     }
     Ok(body)
 }

@@ -25,7 +25,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref())?;
             tasklane_telemetry::init_logging(&settings.log);
             match command {
-                Command::Run(args) => tasklane::app::run_until_signal(settings, args.roles()?).await,
+                Command::Run(args) => {
+                    tasklane::app::run_until_signal(settings, args.roles()?).await
+                }
                 Command::Migrate => tasklane::app::migrate(&settings).await,
                 Command::Import(_) => unreachable!("handled above"),
             }

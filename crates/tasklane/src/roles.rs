@@ -39,7 +39,11 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|role| role.as_str() == value)
-            .ok_or_else(|| format!("unknown role {value:?}; expected one of api, hub, relay, bulk, notify, all"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown role {value:?}; expected one of api, hub, relay, bulk, notify, all"
+                )
+            })
     }
 }
 
@@ -47,7 +51,11 @@ impl FromStr for Role {
 pub fn parse_roles(list: &str) -> Result<Vec<Role>, String> {
     let mut roles = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let parsed = if name == "all" { Role::ALL.to_vec() } else { vec![name.parse()?] };
+        let parsed = if name == "all" {
+            Role::ALL.to_vec()
+        } else {
+            vec![name.parse()?]
+        };
         for role in parsed {
             if !roles.contains(&role) {
                 roles.push(role);
@@ -71,12 +79,17 @@ mod tests {
 
     #[test]
     fn list_keeps_order_without_repeats() {
-        assert_eq!(parse_roles("relay, api,relay").unwrap(), vec![Role::Relay, Role::Api]);
+        assert_eq!(
+            parse_roles("relay, api,relay").unwrap(),
+            vec![Role::Relay, Role::Api]
+        );
     }
 
     #[test]
     fn unknown_and_empty_are_rejected() {
-        assert!(parse_roles("api,web").unwrap_err().contains("unknown role \"web\""));
+        assert!(parse_roles("api,web")
+            .unwrap_err()
+            .contains("unknown role \"web\""));
         assert!(parse_roles(" , ").is_err());
     }
 }

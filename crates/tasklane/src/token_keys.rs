@@ -16,7 +16,9 @@ pub async fn load(settings: &AuthSettings, pool: &PgPool) -> anyhow::Result<KeyS
         return Ok(KeySet::new(&signing, &configured_previous));
     }
 
-    let mut stored = signing_keys::list(pool).await.context("reading the stored signing keys")?;
+    let mut stored = signing_keys::list(pool)
+        .await
+        .context("reading the stored signing keys")?;
     if stored.is_empty() {
         let pem = keys::generate_private_key_pem();
         let signing = keys::parse_private_key_pem(&pem)?;
@@ -24,7 +26,9 @@ pub async fn load(settings: &AuthSettings, pool: &PgPool) -> anyhow::Result<KeyS
             kid: keys::key_id(&signing.verifying_key()),
             private_key_pem: pem.expose_secret().to_owned(),
         };
-        stored = signing_keys::insert_if_none(pool, &key).await.context("storing a new signing key")?;
+        stored = signing_keys::insert_if_none(pool, &key)
+            .await
+            .context("storing a new signing key")?;
     }
     tracing::warn!(
         kid = stored[0].kid,

@@ -21,11 +21,18 @@ struct Expected {
 }
 
 fn count_in_file(path: &Path) -> Expected {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path).unwrap();
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .unwrap();
     let headers = reader.headers().unwrap().clone();
     let key_column = headers.iter().position(|h| h == "Issue key").unwrap();
-    let comment_columns: Vec<usize> =
-        headers.iter().enumerate().filter(|(_, h)| *h == "Comment").map(|(i, _)| i).collect();
+    let comment_columns: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| *h == "Comment")
+        .map(|(i, _)| i)
+        .collect();
     let mention = Regex::new(r"\[~([^\]]+)\]").unwrap();
     let mut keys = HashSet::new();
     let (mut comments, mut mentions) = (0, 0);
@@ -38,21 +45,35 @@ fn count_in_file(path: &Path) -> Expected {
                 continue;
             }
             comments += 1;
-            let people: HashSet<&str> = mention.captures_iter(cell).map(|c| c.get(1).unwrap().as_str()).collect();
+            let people: HashSet<&str> = mention
+                .captures_iter(cell)
+                .map(|c| c.get(1).unwrap().as_str())
+                .collect();
             mentions += people.len() as i64;
         }
     }
-    Expected { tasks: keys.len() as i64, comments, mentions }
+    Expected {
+        tasks: keys.len() as i64,
+        comments,
+        mentions,
+    }
 }
 
 async fn count_in_database(app: &TestApp, tenant_id: Uuid) -> Expected {
     let count = |sql: &'static str| {
         let pool = app.pool.clone();
-        async move { sqlx::query_scalar::<_, i64>(sql).bind(tenant_id).fetch_one(&pool).await.unwrap() }
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(tenant_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
     };
     Expected {
         tasks: count("select count(*) from tasks where tenant_id = $1 and source = 'jira'").await,
-        comments: count("select count(*) from comments where tenant_id = $1 and source = 'jira'").await,
+        comments: count("select count(*) from comments where tenant_id = $1 and source = 'jira'")
+            .await,
         mentions: count("select count(*) from mentions where tenant_id = $1").await,
     }
 }
@@ -123,14 +144,25 @@ async fn import_keeps_source_keys_and_reports_bad_rows() {
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["counts"]["created"], 2, "{job}");
     assert_eq!(job["counts"]["failed"], 2, "{job}");
-    let errors: Value = app.get(&account.token, &format!("/api/v1/jobs/{job_id}/errors")).await.json().await.unwrap();
-    let rows: Vec<i64> = errors["items"].as_array().unwrap().iter().map(|e| e["row_number"].as_i64().unwrap()).collect();
-    assert_eq!(rows, vec![2, 3], "{errors}");
-    let keys: Vec<String> = sqlx::query_scalar("select key from tasks where tenant_id = $1 order by key")
-        .bind(account.tenant_id)
-        .fetch_all(&app.pool)
+    let errors: Value = app
+        .get(&account.token, &format!("/api/v1/jobs/{job_id}/errors"))
+        .await
+        .json()
         .await
         .unwrap();
+    let rows: Vec<i64> = errors["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["row_number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rows, vec![2, 3], "{errors}");
+    let keys: Vec<String> =
+        sqlx::query_scalar("select key from tasks where tenant_id = $1 order by key")
+            .bind(account.tenant_id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(keys, vec!["DPSA-31463", "DPSA-4"]);
     app.stop().await;
 }
@@ -153,14 +185,25 @@ async fn import_turns_bad_values_into_row_errors() {
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(job["counts"]["created"], 3, "{job}");
     assert_eq!(job["counts"]["failed"], 2, "{job}");
-    let errors: Value = app.get(&account.token, &format!("/api/v1/jobs/{job_id}/errors")).await.json().await.unwrap();
-    let rows: Vec<i64> = errors["items"].as_array().unwrap().iter().map(|e| e["row_number"].as_i64().unwrap()).collect();
-    assert_eq!(rows, vec![2, 3], "{errors}");
-    let keys: Vec<String> = sqlx::query_scalar("select key from tasks where tenant_id = $1 order by title")
-        .bind(account.tenant_id)
-        .fetch_all(&app.pool)
+    let errors: Value = app
+        .get(&account.token, &format!("/api/v1/jobs/{job_id}/errors"))
+        .await
+        .json()
         .await
         .unwrap();
+    let rows: Vec<i64> = errors["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["row_number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(rows, vec![2, 3], "{errors}");
+    let keys: Vec<String> =
+        sqlx::query_scalar("select key from tasks where tenant_id = $1 order by title")
+            .bind(account.tenant_id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     // The huge source number is not kept, so that task takes the next free number, 2.
     assert_eq!(keys, vec!["BV-1", "BV-2", "BV-5"]);
     app.stop().await;

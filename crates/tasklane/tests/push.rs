@@ -31,7 +31,10 @@ async fn patch_reaches_joined_client() {
     assert_eq!(response.headers()["etag"], "\"2\"");
 
     let update = client
-        .wait_for(|line| line["event"] == "message" && line["method"] == "taskUpdated", Duration::from_secs(10))
+        .wait_for(
+            |line| line["event"] == "message" && line["method"] == "taskUpdated",
+            Duration::from_secs(10),
+        )
         .await;
     eprintln!("PATCH to taskUpdated took {:?}", sent.elapsed());
     let envelope = &update["envelope"];
@@ -54,7 +57,11 @@ async fn join_completes_with_snapshot_and_seq() {
 
     let client = HubClient::connect(&app.hub_url(), &account.token, &[task_id], &[]).await;
 
-    let joined = client.seen.iter().find(|line| line["event"] == "joined").expect("a joined line");
+    let joined = client
+        .seen
+        .iter()
+        .find(|line| line["event"] == "joined")
+        .expect("a joined line");
     let result = &joined["result"];
     assert_eq!(result["group"], format!("task:{task_id}"));
     assert_eq!(result["snapshot"]["title"], "Snapshot me");
@@ -74,8 +81,18 @@ async fn other_tenant_cannot_join_task() {
     let task_id = task["id"].as_str().unwrap();
 
     let output = tokio::process::Command::new("node")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/js/hub-client.mjs"))
-        .args(["--url", &app.hub_url(), "--token", &stranger.token, "--join-task", task_id])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/js/hub-client.mjs"
+        ))
+        .args([
+            "--url",
+            &app.hub_url(),
+            "--token",
+            &stranger.token,
+            "--join-task",
+            task_id,
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -84,7 +101,9 @@ async fn other_tenant_cannot_join_task() {
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
     let mut join_error = None;
-    while let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await {
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
         let value: Value = serde_json::from_str(&line).unwrap();
         if value["event"] == "ready" {
             break;
@@ -96,7 +115,13 @@ async fn other_tenant_cannot_join_task() {
     drop(child.stdin.take());
     let _ = child.wait().await;
     let join_error = join_error.expect("the join of another tenant's task must fail");
-    assert!(join_error["message"].as_str().unwrap().contains("not found"), "{join_error}");
+    assert!(
+        join_error["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found"),
+        "{join_error}"
+    );
     app.stop().await;
 }
 
@@ -135,31 +160,57 @@ async fn mention_notifies_mentioned_member() {
     let mut client = HubClient::connect(&app.hub_url(), &other_token, &[], &[]).await;
 
     let response = app
-        .post_json(&author.token, &format!("/api/v1/tasks/{task_id}/comments"), json!({ "body": "@bee can you look?" }))
+        .post_json(
+            &author.token,
+            &format!("/api/v1/tasks/{task_id}/comments"),
+            json!({ "body": "@bee can you look?" }),
+        )
         .await;
     assert_eq!(response.status(), 201);
     let comment: Value = response.json().await.unwrap();
     assert_eq!(comment["mentions"], json!([other.user_id]));
 
     let pushed = client
-        .wait_for(|line| line["event"] == "message" && line["method"] == "notification", Duration::from_secs(15))
+        .wait_for(
+            |line| line["event"] == "message" && line["method"] == "notification",
+            Duration::from_secs(15),
+        )
         .await;
     let envelope = &pushed["envelope"];
     assert_eq!(envelope["group"], format!("user:{}", other.user_id));
     assert_eq!(envelope["data"]["kind"], "mention");
     assert_eq!(envelope["data"]["comment_id"], comment["id"]);
 
-    let listed: Value = app.get(&other_token, "/api/v1/notifications").await.json().await.unwrap();
+    let listed: Value = app
+        .get(&other_token, "/api/v1/notifications")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
-    let author_listed: Value = app.get(&author.token, "/api/v1/notifications").await.json().await.unwrap();
-    assert_eq!(author_listed["items"].as_array().unwrap().len(), 0, "{author_listed}");
+    let author_listed: Value = app
+        .get(&author.token, "/api/v1/notifications")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        author_listed["items"].as_array().unwrap().len(),
+        0,
+        "{author_listed}"
+    );
     client.stop().await;
     app.stop().await;
 }
 
 /// Records a notification for `group` in `hub_messages` as the relay does, and returns the
 /// message the relay would publish.
-async fn append_notification(app: &TestApp, group: &str, tenant_id: Uuid, text: &str) -> HubMessage {
+async fn append_notification(
+    app: &TestApp,
+    group: &str,
+    tenant_id: Uuid,
+    text: &str,
+) -> HubMessage {
     let event_id = Uuid::new_v4();
     let data = json!({ "text": text });
     let mut tx = app.pool.begin().await.unwrap();
@@ -185,7 +236,10 @@ fn messages(lines: &[Value]) -> Vec<(i64, String)> {
         .filter(|line| line["event"] == "message")
         .map(|line| {
             let envelope = &line["envelope"];
-            (envelope["seq"].as_i64().unwrap(), envelope["data"]["text"].as_str().unwrap().to_owned())
+            (
+                envelope["seq"].as_i64().unwrap(),
+                envelope["data"]["text"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -207,13 +261,19 @@ async fn resume_replays_missed_messages_then_live() {
     let live = append_notification(&app, &group, account.tenant_id, "n6").await;
     app.hub().dispatch(&live);
     client
-        .wait_for(|line| line["event"] == "message" && line["envelope"]["seq"] == 6, Duration::from_secs(10))
+        .wait_for(
+            |line| line["event"] == "message" && line["envelope"]["seq"] == 6,
+            Duration::from_secs(10),
+        )
         .await;
 
     let replayed = messages(&before_ready);
     let expected: Vec<(i64, String)> = (3..=5).map(|n| (n, format!("n{n}"))).collect();
     assert_eq!(replayed, expected);
-    let resumed = before_ready.iter().find(|line| line["event"] == "resumed").expect("a resumed line");
+    let resumed = before_ready
+        .iter()
+        .find(|line| line["event"] == "resumed")
+        .expect("a resumed line");
     assert_eq!(resumed["result"], json!([{ "group": group, "seq": 5 }]));
     let after_ready = messages(&client.seen);
     assert_eq!(after_ready, [(6, "n6".to_owned())]);
@@ -238,10 +298,21 @@ async fn resume_over_history_gap_asks_for_resync() {
     let resume = vec!["--resume".to_owned(), format!("{group}:1")];
     let client = HubClient::connect_with_args(&app.hub_url(), &account.token, &resume).await;
 
-    let resync = client.seen.iter().find(|line| line["event"] == "resync").expect("a resync line");
+    let resync = client
+        .seen
+        .iter()
+        .find(|line| line["event"] == "resync")
+        .expect("a resync line");
     assert_eq!(resync["group"], group);
-    let resumed = client.seen.iter().find(|line| line["event"] == "resumed").expect("a resumed line");
-    assert_eq!(resumed["result"], json!([{ "group": group, "resync": true }]));
+    let resumed = client
+        .seen
+        .iter()
+        .find(|line| line["event"] == "resumed")
+        .expect("a resumed line");
+    assert_eq!(
+        resumed["result"],
+        json!([{ "group": group, "resync": true }])
+    );
     assert!(messages(&client.seen).is_empty(), "{:?}", client.seen);
     client.stop().await;
     app.stop().await;
@@ -259,10 +330,21 @@ async fn resume_from_unknown_seq_asks_for_resync() {
     let resume = vec!["--resume".to_owned(), format!("{group}:1000")];
     let client = HubClient::connect_with_args(&app.hub_url(), &account.token, &resume).await;
 
-    let resync = client.seen.iter().find(|line| line["event"] == "resync").expect("a resync line");
+    let resync = client
+        .seen
+        .iter()
+        .find(|line| line["event"] == "resync")
+        .expect("a resync line");
     assert_eq!(resync["group"], group);
-    let resumed = client.seen.iter().find(|line| line["event"] == "resumed").expect("a resumed line");
-    assert_eq!(resumed["result"], json!([{ "group": group, "resync": true }]));
+    let resumed = client
+        .seen
+        .iter()
+        .find(|line| line["event"] == "resumed")
+        .expect("a resumed line");
+    assert_eq!(
+        resumed["result"],
+        json!([{ "group": group, "resync": true }])
+    );
     client.stop().await;
     app.stop().await;
 }

@@ -7,8 +7,8 @@ use axum::routing::{delete, post};
 use axum::Router;
 use chrono::Utc;
 use serde::Deserialize;
-use tasklane_auth::policy::{Action, TokenScope, UnknownScope};
 use tasklane_auth::generate_api_token;
+use tasklane_auth::policy::{Action, TokenScope, UnknownScope};
 use tasklane_store::api_tokens::{self, NewApiToken};
 use uuid::Uuid;
 
@@ -29,7 +29,9 @@ pub fn routes() -> Router<AppState> {
 fn require_session(caller: &Caller) -> Result<(), ApiError> {
     match caller.token_scope {
         None => Ok(()),
-        Some(_) => Err(ApiError::Forbidden("API tokens are managed with a session's access token".into())),
+        Some(_) => Err(ApiError::Forbidden(
+            "API tokens are managed with a session's access token".into(),
+        )),
     }
 }
 
@@ -49,7 +51,10 @@ async fn create(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_session(&caller)?;
     let name = required_text("name", &request.name, 100)?;
-    let scope: TokenScope = request.scope.parse().map_err(|e: UnknownScope| ApiError::Unprocessable(e.to_string()))?;
+    let scope: TokenScope = request
+        .scope
+        .parse()
+        .map_err(|e: UnknownScope| ApiError::Unprocessable(e.to_string()))?;
     // A token may not be given a scope its owner's role could not use.
     if scope == TokenScope::Admin {
         caller.authorize(Action::InviteMembers)?;
@@ -58,7 +63,9 @@ async fn create(
     }
     let expires_at = match request.expires_in_days {
         None => None,
-        Some(days) if (1..=MAX_LIFETIME_DAYS).contains(&days) => Some(Utc::now() + chrono::Duration::days(days)),
+        Some(days) if (1..=MAX_LIFETIME_DAYS).contains(&days) => {
+            Some(Utc::now() + chrono::Duration::days(days))
+        }
         Some(days) => {
             return Err(ApiError::Unprocessable(format!(
                 "expires_in_days {days} is out of range 1 to {MAX_LIFETIME_DAYS}"
@@ -82,13 +89,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
     require_session(&caller)?;
     let tokens = api_tokens::list(&state.pool, caller.user_id, caller.tenant_id).await?;
     Ok(Json(serde_json::json!({ "items": tokens })))
 }
 
-async fn revoke(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
     require_session(&caller)?;
     api_tokens::revoke(&state.pool, caller.user_id, id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -44,15 +44,28 @@ async fn register(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|error| match error {
-            PasswordError::Hashing => ApiError::Internal(anyhow::anyhow!("password hashing failed")),
+            PasswordError::Hashing => {
+                ApiError::Internal(anyhow::anyhow!("password hashing failed"))
+            }
             other => ApiError::Unprocessable(other.to_string()),
         })?;
 
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let account = NewAccount { email: &email, password_hash: &password_hash, name: &name, tenant_name: &tenant_name };
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let account = NewAccount {
+        email: &email,
+        password_hash: &password_hash,
+        name: &name,
+        tenant_name: &tenant_name,
+    };
     let registered = accounts::register(&mut tx, account).await?;
     let tokens = start_session(&state, &mut tx, registered.user_id, registered.tenant_id).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
 
     let mut body = tokens.into_json(&state);
     body["user_id"] = serde_json::json!(registered.user_id);
@@ -64,12 +77,16 @@ async fn register(
 pub(super) fn parse_email(value: &str) -> Result<String, ApiError> {
     let email = value.trim();
     let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
         && !email.chars().any(char::is_whitespace);
     if valid {
         Ok(email.to_owned())
     } else {
-        Err(ApiError::Unprocessable(format!("{value:?} is not a valid e-mail address")))
+        Err(ApiError::Unprocessable(format!(
+            "{value:?} is not a valid e-mail address"
+        )))
     }
 }
 
@@ -94,9 +111,10 @@ async fn login(
     let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
     let password = request.password;
     // Unknown accounts are verified against a dummy hash, so both take the same time.
-    let verified = tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let verified =
+        tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
     let Some(credentials) = credentials.filter(|c| verified && !c.disabled) else {
         record_failure(&state, known_user, client_ip).await?;
         return Err(ApiError::Unauthorized);
@@ -114,13 +132,27 @@ async fn login(
     }
     .ok_or_else(|| ApiError::Forbidden("you are not a member of that tenant".into()))?;
 
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let tokens: TokenPair = start_session(&state, &mut tx, credentials.user_id, active.tenant_id).await?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let tokens: TokenPair =
+        start_session(&state, &mut tx, credentials.user_id, active.tenant_id).await?;
     let data = serde_json::json!({ "user_id": credentials.user_id, "client_ip": client_ip });
     let user = Some(credentials.user_id);
-    auth_events::append(&mut tx, EventType::LoginSucceeded, Some(active.tenant_id), user, credentials.user_id, data)
-        .await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    auth_events::append(
+        &mut tx,
+        EventType::LoginSucceeded,
+        Some(active.tenant_id),
+        user,
+        credentials.user_id,
+        data,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
 
     let mut body = tokens.into_json(&state);
     body["user_id"] = serde_json::json!(credentials.user_id);
@@ -136,11 +168,17 @@ async fn record_failure(
     user_id: Option<uuid::Uuid>,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<(), ApiError> {
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let data = serde_json::json!({ "user_id": user_id, "client_ip": client_ip });
     let subject = user_id.unwrap_or(uuid::Uuid::nil());
     auth_events::append(&mut tx, EventType::LoginFailed, None, None, subject, data).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(())
 }
 
@@ -165,11 +203,14 @@ async fn change_password(
     let keys = ThrottleKeys::new(email.as_deref().unwrap_or_default(), client_ip);
     check_login_limits(&state, &keys, Some(caller.user_id), client_ip).await?;
     let current = request.current_password;
-    let verified = tokio::task::spawn_blocking(move || verify_password(&current, stored_hash.as_deref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let verified =
+        tokio::task::spawn_blocking(move || verify_password(&current, stored_hash.as_deref()))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
     if !verified {
-        return Err(ApiError::Forbidden("the current password is not correct".into()));
+        return Err(ApiError::Forbidden(
+            "the current password is not correct".into(),
+        ));
     }
     login_attempts::clear(&state.pool, &keys.account).await?;
 
@@ -178,15 +219,24 @@ async fn change_password(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?
         .map_err(|error| match error {
-            PasswordError::Hashing => ApiError::Internal(anyhow::anyhow!("password hashing failed")),
+            PasswordError::Hashing => {
+                ApiError::Internal(anyhow::anyhow!("password hashing failed"))
+            }
             other => ApiError::Unprocessable(other.to_string()),
         })?;
 
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     accounts::set_password_hash(&mut tx, caller.user_id, &new_hash).await?;
-    refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::AccountChange).await?;
+    refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::AccountChange)
+        .await?;
     let tokens = start_session(&state, &mut tx, caller.user_id, caller.tenant_id).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
 
     let mut body = tokens.into_json(&state);
     body["user_id"] = serde_json::json!(caller.user_id);
@@ -239,7 +289,9 @@ async fn check_login_limits(
     }
 
     match retry_after_secs {
-        Some(secs) => Err(ApiError::TooManyRequests { retry_after_secs: secs.max(1) as u64 }),
+        Some(secs) => Err(ApiError::TooManyRequests {
+            retry_after_secs: secs.max(1) as u64,
+        }),
         None => Ok(()),
     }
 }
@@ -252,10 +304,25 @@ async fn record_lockout(
     limited_by: &str,
 ) -> Result<(), ApiError> {
     tracing::warn!(user_id = ?user_id, client_ip = ?client_ip, limited_by, "login attempts over the limit, locking out");
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let data = serde_json::json!({ "user_id": user_id, "client_ip": client_ip, "limited_by": limited_by });
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let data =
+        serde_json::json!({ "user_id": user_id, "client_ip": client_ip, "limited_by": limited_by });
     let subject = user_id.unwrap_or(uuid::Uuid::nil());
-    auth_events::append(&mut tx, EventType::LoginLockedOut, None, None, subject, data).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    auth_events::append(
+        &mut tx,
+        EventType::LoginLockedOut,
+        None,
+        None,
+        subject,
+        data,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(())
 }

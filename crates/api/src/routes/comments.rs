@@ -33,9 +33,16 @@ async fn create(
 ) -> Result<(StatusCode, Json<Comment>), ApiError> {
     caller.require_writer()?;
     let body = required_text("body", &request.body, MAX_BODY_CHARS)?;
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let comment = comments::create(&mut tx, caller.tenant_id, caller.user_id, task_id, &body).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let comment =
+        comments::create(&mut tx, caller.tenant_id, caller.user_id, task_id, &body).await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((StatusCode::CREATED, Json(comment)))
 }
 
@@ -48,6 +55,13 @@ async fn list(
     if !tasks::exists(&state.pool, caller.tenant_id, task_id).await? {
         return Err(ApiError::NotFound("task"));
     }
-    let page = comments::list(&state.pool, caller.tenant_id, task_id, params.uuid_cursor()?, params.limit()?).await?;
+    let page = comments::list(
+        &state.pool,
+        caller.tenant_id,
+        task_id,
+        params.uuid_cursor()?,
+        params.limit()?,
+    )
+    .await?;
     Ok(Json(page))
 }

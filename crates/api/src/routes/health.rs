@@ -19,7 +19,11 @@ pub fn routes() -> Router<AppState> {
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let database = sqlx_ping(&state).await;
     let redis = state.cache.ping().await;
-    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = serde_json::json!({
         "status": if !database { "unavailable" } else if redis { "ok" } else { "degraded" },
         "checks": {
@@ -32,7 +36,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 
 async fn sqlx_ping(state: &AppState) -> bool {
     let ping = tasklane_store::accounts::ping(&state.pool);
-    matches!(tokio::time::timeout(std::time::Duration::from_secs(2), ping).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), ping).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -1,13 +1,13 @@
 //! `POST /imports`: stores an uploaded file in PostgreSQL chunk by chunk and queues an
 //! import job; the bulk worker does the rest.
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::BytesMut;
-use axum::extract::multipart::MultipartRejection;
 use tasklane_store::{jobs, projects, uploads, PgPool};
 use uuid::Uuid;
 
@@ -67,24 +67,42 @@ async fn read_parts(
         match field.name().unwrap_or_default() {
             "file" => {
                 if upload.is_some() {
-                    return Err(ApiError::BadRequest("the request has more than one file part".into()));
+                    return Err(ApiError::BadRequest(
+                        "the request has more than one file part".into(),
+                    ));
                 }
                 let filename = field.file_name().unwrap_or("upload.csv").to_owned();
                 let content_type = field.content_type().map(str::to_owned);
-                let id = uploads::create(&state.pool, caller.tenant_id, caller.user_id, &filename, content_type.as_deref()).await?;
+                let id = uploads::create(
+                    &state.pool,
+                    caller.tenant_id,
+                    caller.user_id,
+                    &filename,
+                    content_type.as_deref(),
+                )
+                .await?;
                 *upload = Some((id, filename.clone(), 0));
                 let size = store_file(&state.pool, caller.tenant_id, id, &mut field).await?;
                 *upload = Some((id, filename, size));
             }
-            "format" if format.is_some() => return Err(ApiError::BadRequest("the request has more than one format part".into())),
+            "format" if format.is_some() => {
+                return Err(ApiError::BadRequest(
+                    "the request has more than one format part".into(),
+                ))
+            }
             "format" => format = Some(read_text(field).await?),
             "project_id" => {
                 let text = read_text(field).await?;
-                let id = Uuid::parse_str(text.trim())
-                    .map_err(|_| ApiError::Unprocessable(format!("project_id {text:?} is not a UUID")))?;
+                let id = Uuid::parse_str(text.trim()).map_err(|_| {
+                    ApiError::Unprocessable(format!("project_id {text:?} is not a UUID"))
+                })?;
                 project_id = Some(id);
             }
-            other => return Err(ApiError::BadRequest(format!("unexpected part {other:?}; expected file, format, project_id"))),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unexpected part {other:?}; expected file, format, project_id"
+                )))
+            }
         }
     }
 
@@ -106,11 +124,19 @@ async fn queue_job(
     }
     let format = format.unwrap_or_else(|| "jira".to_owned());
     if !FORMATS.contains(&format.as_str()) {
-        return Err(ApiError::Unprocessable(format!("format {format:?} must be one of {}", FORMATS.join(", "))));
+        return Err(ApiError::Unprocessable(format!(
+            "format {format:?} must be one of {}",
+            FORMATS.join(", ")
+        )));
     }
     if let Some(id) = project_id {
-        if projects::find(&state.pool, caller.tenant_id, id).await?.is_none() {
-            return Err(ApiError::Unprocessable(format!("project {id} does not exist")));
+        if projects::find(&state.pool, caller.tenant_id, id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "project {id} does not exist"
+            )));
         }
     }
 
@@ -121,14 +147,25 @@ async fn queue_job(
         "format": format,
         "project_id": project_id,
     });
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let job = jobs::create(&mut tx, caller.tenant_id, caller.user_id, "import", params).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     tracing::info!(job_id = %job.id, upload_id = %upload_id, size, "import queued");
 
     let location = format!("/api/v1/jobs/{}", job.id);
     let body = serde_json::json!({ "job_id": job.id, "status": job.status });
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], axum::Json(body)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(body),
+    )
+        .into_response())
 }
 
 /// Writes the file part as ~1 MiB chunks as it arrives and returns its size in bytes.
@@ -163,8 +200,11 @@ async fn read_text(mut field: axum::extract::multipart::Field<'_>) -> Result<Str
     while let Some(chunk) = field.chunk().await? {
         bytes.extend_from_slice(&chunk);
         if bytes.len() > MAX_TEXT_PART_BYTES {
-            return Err(ApiError::BadRequest(format!("part {name:?} is longer than {MAX_TEXT_PART_BYTES} bytes")));
+            return Err(ApiError::BadRequest(format!(
+                "part {name:?} is longer than {MAX_TEXT_PART_BYTES} bytes"
+            )));
         }
     }
-    String::from_utf8(bytes).map_err(|_| ApiError::BadRequest(format!("part {name:?} is not UTF-8 text")))
+    String::from_utf8(bytes)
+        .map_err(|_| ApiError::BadRequest(format!("part {name:?} is not UTF-8 text")))
 }

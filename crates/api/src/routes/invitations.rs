@@ -43,13 +43,23 @@ async fn create(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let inviter_role = caller.authorize(Action::InviteMembers)?;
     let email = parse_email(&request.email)?;
-    let role: Role = request.role.parse().map_err(|e: policy::UnknownRole| ApiError::Unprocessable(e.to_string()))?;
+    let role: Role = request
+        .role
+        .parse()
+        .map_err(|e: policy::UnknownRole| ApiError::Unprocessable(e.to_string()))?;
     if !policy::may_grant(inviter_role, role) {
-        return Err(ApiError::Forbidden(format!("your role may not grant the role {}", role.as_str())));
+        return Err(ApiError::Forbidden(format!(
+            "your role may not grant the role {}",
+            role.as_str()
+        )));
     }
 
     let token = generate_invitation_token();
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let new = NewInvitation {
         tenant_id: caller.tenant_id,
         email: &email,
@@ -60,9 +70,18 @@ async fn create(
     };
     let invitation = invitations::create(&mut tx, new).await?;
     let data = serde_json::json!({ "invitation_id": invitation.id, "role": invitation.role });
-    auth_events::append(&mut tx, EventType::MemberInvited, Some(caller.tenant_id), Some(caller.user_id), invitation.id, data)
-        .await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    auth_events::append(
+        &mut tx,
+        EventType::MemberInvited,
+        Some(caller.tenant_id),
+        Some(caller.user_id),
+        invitation.id,
+        data,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
 
     // The token is returned only here; the database keeps its hash.
     let mut body = serde_json::json!(invitation);
@@ -75,11 +94,26 @@ async fn accept(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let accepted = invitations::accept(&mut tx, &hash_opaque_token(&token), caller.user_id).await?;
-    let data = serde_json::json!({ "invitation_id": accepted.invitation_id, "role": accepted.role });
+    let data =
+        serde_json::json!({ "invitation_id": accepted.invitation_id, "role": accepted.role });
     let (tenant, user) = (Some(accepted.tenant_id), Some(caller.user_id));
-    auth_events::append(&mut tx, EventType::MemberJoined, tenant, user, caller.user_id, data).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    auth_events::append(
+        &mut tx,
+        EventType::MemberJoined,
+        tenant,
+        user,
+        caller.user_id,
+        data,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(serde_json::json!(accepted)))
 }

@@ -7,8 +7,8 @@ pub mod health;
 mod imports;
 mod invitations;
 mod jobs;
-mod members;
 pub mod jwks;
+mod members;
 mod notifications;
 pub mod page;
 mod projects;
@@ -35,13 +35,21 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
 }
 
 /// Reads a required, trimmed, non-empty text field of at most `max_chars` characters.
-pub(crate) fn required_text(field: &str, value: &str, max_chars: usize) -> Result<String, crate::ApiError> {
+pub(crate) fn required_text(
+    field: &str,
+    value: &str,
+    max_chars: usize,
+) -> Result<String, crate::ApiError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(crate::ApiError::Unprocessable(format!("{field} must not be empty")));
+        return Err(crate::ApiError::Unprocessable(format!(
+            "{field} must not be empty"
+        )));
     }
     if trimmed.chars().count() > max_chars {
-        return Err(crate::ApiError::Unprocessable(format!("{field} must have at most {max_chars} characters")));
+        return Err(crate::ApiError::Unprocessable(format!(
+            "{field} must have at most {max_chars} characters"
+        )));
     }
     Ok(trimmed.to_owned())
 }

@@ -18,7 +18,13 @@ async fn list(
     caller: Caller,
     Query(params): Query<PageParams>,
 ) -> Result<Json<Page<Notification>>, ApiError> {
-    let page = notifications::list(&state.pool, caller.tenant_id, caller.user_id, params.uuid_cursor()?, params.limit()?)
-        .await?;
+    let page = notifications::list(
+        &state.pool,
+        caller.tenant_id,
+        caller.user_id,
+        params.uuid_cursor()?,
+        params.limit()?,
+    )
+    .await?;
     Ok(Json(page))
 }

@@ -7,5 +7,8 @@ use axum::Router;
 use crate::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(|| async { Html(include_str!("../../static/index.html")) }))
+    Router::new().route(
+        "/",
+        get(|| async { Html(include_str!("../../static/index.html")) }),
+    )
 }

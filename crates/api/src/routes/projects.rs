@@ -29,11 +29,25 @@ async fn create(
     Json(request): Json<CreateProject>,
 ) -> Result<(StatusCode, Json<projects::Project>), ApiError> {
     caller.require_writer()?;
-    let key = ProjectKey::parse(&request.key).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let key =
+        ProjectKey::parse(&request.key).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let name = required_text("name", &request.name, 200)?;
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let project = projects::create(&mut tx, caller.tenant_id, Some(caller.user_id), key.as_str(), &name).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let project = projects::create(
+        &mut tx,
+        caller.tenant_id,
+        Some(caller.user_id),
+        key.as_str(),
+        &name,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok((StatusCode::CREATED, Json(project)))
 }
 
@@ -42,6 +56,12 @@ async fn list(
     caller: Caller,
     Query(params): Query<PageParams>,
 ) -> Result<Json<Page<projects::Project>>, ApiError> {
-    let page = projects::list(&state.pool, caller.tenant_id, params.uuid_cursor()?, params.limit()?).await?;
+    let page = projects::list(
+        &state.pool,
+        caller.tenant_id,
+        params.uuid_cursor()?,
+        params.limit()?,
+    )
+    .await?;
     Ok(Json(page))
 }

@@ -62,7 +62,10 @@ pub(crate) async fn start_session(
     refresh_tokens::start_family(tx, user_id, tenant_id, &refresh.hash, lifetimes(state)).await?;
     let version = accounts::revocation_version(&mut **tx, user_id).await?;
     let access_token = issue_access_token(state, user_id, tenant_id, version)?;
-    Ok(TokenPair { access_token, refresh_token: refresh.token })
+    Ok(TokenPair {
+        access_token,
+        refresh_token: refresh.token,
+    })
 }
 
 pub(crate) fn issue_access_token(
@@ -78,10 +81,13 @@ pub(crate) fn issue_access_token(
 }
 
 /// Finds a membership by tenant id or, ignoring case, by tenant name.
-pub(crate) fn find_membership<'a>(memberships: &'a [Membership], requested: &str) -> Option<&'a Membership> {
-    memberships
-        .iter()
-        .find(|m| m.tenant_id.to_string() == requested || m.tenant_name.eq_ignore_ascii_case(requested))
+pub(crate) fn find_membership<'a>(
+    memberships: &'a [Membership],
+    requested: &str,
+) -> Option<&'a Membership> {
+    memberships.iter().find(|m| {
+        m.tenant_id.to_string() == requested || m.tenant_name.eq_ignore_ascii_case(requested)
+    })
 }
 
 #[derive(Deserialize)]
@@ -96,13 +102,20 @@ async fn refresh(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let presented = hash_opaque_token(&request.refresh_token);
     let replacement = generate_refresh_token();
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let rotation = refresh_tokens::rotate(&mut tx, &presented, &replacement.hash, lifetimes(&state)).await?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let rotation =
+        refresh_tokens::rotate(&mut tx, &presented, &replacement.hash, lifetimes(&state)).await?;
     let session = match rotation {
         Rotation::Rotated(session) => session,
         Rotation::Reused(session) => {
             record_reuse(&mut tx, session).await?;
-            tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+            tx.commit()
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
             return Err(ApiError::Unauthorized);
         }
         Rotation::Rejected => return Err(ApiError::Unauthorized),
@@ -111,14 +124,28 @@ async fn refresh(
     // A family outlives neither the membership nor the account it was issued for.
     let access = state.access.get(session.user_id).await?;
     let Some(access) = access.filter(|access| access.role_in(session.tenant_id).is_some()) else {
-        refresh_tokens::revoke_family(&mut tx, session.family_id, RevokeReason::AccountChange).await?;
-        tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+        refresh_tokens::revoke_family(&mut tx, session.family_id, RevokeReason::AccountChange)
+            .await?;
+        tx.commit()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
         return Err(ApiError::Unauthorized);
     };
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
 
-    let access_token = issue_access_token(&state, session.user_id, session.tenant_id, access.revocation_version)?;
-    let mut body = TokenPair { access_token, refresh_token: replacement.token }.into_json(&state);
+    let access_token = issue_access_token(
+        &state,
+        session.user_id,
+        session.tenant_id,
+        access.revocation_version,
+    )?;
+    let mut body = TokenPair {
+        access_token,
+        refresh_token: replacement.token,
+    }
+    .into_json(&state);
     body["user_id"] = serde_json::json!(session.user_id);
     body["tenant_id"] = serde_json::json!(session.tenant_id);
     Ok(Json(body))
@@ -131,8 +158,15 @@ async fn record_reuse(tx: &mut Tx<'_>, session: Session) -> Result<(), ApiError>
         "a rotated refresh token was presented again, revoking its family"
     );
     let data = serde_json::json!({ "user_id": session.user_id, "family_id": session.family_id });
-    auth_events::append(tx, EventType::RefreshTokenReused, Some(session.tenant_id), None, session.user_id, data)
-        .await?;
+    auth_events::append(
+        tx,
+        EventType::RefreshTokenReused,
+        Some(session.tenant_id),
+        None,
+        session.user_id,
+        data,
+    )
+    .await?;
     Ok(())
 }
 
@@ -144,7 +178,10 @@ struct LogoutRequest {
 
 /// Revokes the refresh-token family of the presented token. Returns 204 whether or not the
 /// token was known, so the endpoint reveals nothing about tokens.
-async fn logout(State(state): State<AppState>, Json(request): Json<LogoutRequest>) -> Result<StatusCode, ApiError> {
+async fn logout(
+    State(state): State<AppState>,
+    Json(request): Json<LogoutRequest>,
+) -> Result<StatusCode, ApiError> {
     let presented = hash_opaque_token(&request.refresh_token);
     refresh_tokens::revoke_by_token(&state.pool, &presented).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -153,10 +190,16 @@ async fn logout(State(state): State<AppState>, Json(request): Json<LogoutRequest
 /// Ends every session of the caller: all refresh-token families are revoked and the
 /// revocation version is bumped, so access tokens already issued stop working at once.
 async fn logout_all(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::LogoutAll).await?;
     accounts::bump_revocation_version(&mut tx, caller.user_id).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -177,9 +220,15 @@ async fn switch_tenant(
     let target = find_membership(&memberships, request.tenant.trim())
         .ok_or_else(|| ApiError::Forbidden("you are not a member of that tenant".into()))?;
 
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let tokens = start_session(&state, &mut tx, caller.user_id, target.tenant_id).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
 
     let mut body = tokens.into_json(&state);
     body["user_id"] = serde_json::json!(caller.user_id);

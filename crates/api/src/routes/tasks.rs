@@ -29,7 +29,8 @@ const MAX_LABELS: usize = 50;
 
 /// A response carrying the task and its version as a strong `ETag`.
 fn task_response(status: StatusCode, task: Task) -> Response {
-    let etag = HeaderValue::from_str(&format!("\"{}\"", task.version)).expect("digits are a valid header");
+    let etag =
+        HeaderValue::from_str(&format!("\"{}\"", task.version)).expect("digits are a valid header");
     (status, [(header::ETAG, etag)], axum::Json(task)).into_response()
 }
 
@@ -53,8 +54,14 @@ async fn create(
     Json(request): Json<CreateTask>,
 ) -> Result<Response, ApiError> {
     caller.require_writer()?;
-    if projects::find(&state.pool, caller.tenant_id, request.project_id).await?.is_none() {
-        return Err(ApiError::Unprocessable(format!("project {} does not exist", request.project_id)));
+    if projects::find(&state.pool, caller.tenant_id, request.project_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "project {} does not exist",
+            request.project_id
+        )));
     }
     let new = NewTask {
         project_id: request.project_id,
@@ -66,14 +73,26 @@ async fn create(
         due_date: request.due_date,
         labels: parse_labels(request.labels)?,
     };
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let task = tasks::create(&mut tx, caller.tenant_id, caller.user_id, new).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(task_response(StatusCode::CREATED, task))
 }
 
-async fn read(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
-    let task = tasks::get(&state.pool, caller.tenant_id, id).await?.ok_or(ApiError::NotFound("task"))?;
+async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
+    let task = tasks::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?;
     Ok(task_response(StatusCode::OK, task))
 }
 
@@ -91,9 +110,23 @@ async fn list(
     caller: Caller,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Page<Task>>, ApiError> {
-    let paging = crate::extract::PageParams { cursor: params.cursor, limit: params.limit };
-    let filter = TaskFilter { project_id: params.project, status: params.status, assignee_id: params.assignee };
-    let page = tasks::list(&state.pool, caller.tenant_id, &filter, paging.uuid_cursor()?, paging.limit()?).await?;
+    let paging = crate::extract::PageParams {
+        cursor: params.cursor,
+        limit: params.limit,
+    };
+    let filter = TaskFilter {
+        project_id: params.project,
+        status: params.status,
+        assignee_id: params.assignee,
+    };
+    let page = tasks::list(
+        &state.pool,
+        caller.tenant_id,
+        &filter,
+        paging.uuid_cursor()?,
+        paging.limit()?,
+    )
+    .await?;
     Ok(Json(page))
 }
 
@@ -107,27 +140,54 @@ async fn patch(
     caller.require_writer()?;
     let expected_version = parse_if_match(&headers)?;
     let Value::Object(fields) = &body else {
-        return Err(ApiError::Unprocessable("a merge patch must be a JSON object".into()));
+        return Err(ApiError::Unprocessable(
+            "a merge patch must be a JSON object".into(),
+        ));
     };
     let parsed = parse_patch(fields)?;
     if fields.is_empty() {
         // An empty merge patch changes nothing, so it neither bumps the version nor emits an event.
-        let task = tasks::get(&state.pool, caller.tenant_id, id).await?.ok_or(ApiError::NotFound("task"))?;
+        let task = tasks::get(&state.pool, caller.tenant_id, id)
+            .await?
+            .ok_or(ApiError::NotFound("task"))?;
         if expected_version.is_some_and(|expected| expected != task.version) {
-            return Err(ApiError::PreconditionFailed(format!("the task is at version {}", task.version)));
+            return Err(ApiError::PreconditionFailed(format!(
+                "the task is at version {}",
+                task.version
+            )));
         }
         return Ok(task_response(StatusCode::OK, task));
     }
-    let mut tx = state.pool.begin().await.map_err(|e| ApiError::Internal(e.into()))?;
-    let task = tasks::patch(&mut tx, caller.tenant_id, caller.user_id, id, expected_version, parsed, body).await?;
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let task = tasks::patch(
+        &mut tx,
+        caller.tenant_id,
+        caller.user_id,
+        id,
+        expected_version,
+        parsed,
+        body,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(task_response(StatusCode::OK, task))
 }
 
 /// Reads `If-Match: "<version>"`; `*` and an absent header impose no version.
 fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
-    let text = value.to_str().map_err(|_| ApiError::BadRequest("If-Match is not valid text".into()))?.trim();
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("If-Match is not valid text".into()))?
+        .trim();
     if text == "*" {
         return Ok(None);
     }
@@ -135,18 +195,32 @@ fn parse_if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .trim_matches('"')
         .parse::<i64>()
         .map(Some)
-        .map_err(|_| ApiError::BadRequest(format!("If-Match {text:?} is not an ETag this API issued")))
+        .map_err(|_| {
+            ApiError::BadRequest(format!("If-Match {text:?} is not an ETag this API issued"))
+        })
 }
 
 fn parse_patch(fields: &Map<String, Value>) -> Result<TaskPatch, ApiError> {
     let mut patch = TaskPatch::default();
     for (name, value) in fields {
         match name.as_str() {
-            "title" => patch.title = Some(required_text("title", expect_str(name, value)?, MAX_TITLE_CHARS)?),
-            "description" => {
-                patch.description = Some(nullable_str(name, value)?.map(|d| parse_description(d.to_owned())).transpose()?)
+            "title" => {
+                patch.title = Some(required_text(
+                    "title",
+                    expect_str(name, value)?,
+                    MAX_TITLE_CHARS,
+                )?)
             }
-            "status" => patch.status = Some(required_text("status", expect_str(name, value)?, 100)?),
+            "description" => {
+                patch.description = Some(
+                    nullable_str(name, value)?
+                        .map(|d| parse_description(d.to_owned()))
+                        .transpose()?,
+                )
+            }
+            "status" => {
+                patch.status = Some(required_text("status", expect_str(name, value)?, 100)?)
+            }
             "priority" => patch.priority = Some(parse_priority(expect_str(name, value)?)?),
             "assignee_id" => {
                 patch.assignee_id = Some(
@@ -158,16 +232,23 @@ fn parse_patch(fields: &Map<String, Value>) -> Result<TaskPatch, ApiError> {
             "due_date" => {
                 patch.due_date = Some(
                     nullable_str(name, value)?
-                        .map(|s| s.parse::<NaiveDate>().map_err(|_| invalid(name, "a date as YYYY-MM-DD")))
+                        .map(|s| {
+                            s.parse::<NaiveDate>()
+                                .map_err(|_| invalid(name, "a date as YYYY-MM-DD"))
+                        })
                         .transpose()?,
                 )
             }
             "labels" => {
-                let labels: Vec<String> =
-                    serde_json::from_value(value.clone()).map_err(|_| invalid(name, "an array of strings"))?;
+                let labels: Vec<String> = serde_json::from_value(value.clone())
+                    .map_err(|_| invalid(name, "an array of strings"))?;
                 patch.labels = Some(parse_labels(labels)?);
             }
-            other => return Err(ApiError::Unprocessable(format!("unknown or read-only field {other:?}"))),
+            other => {
+                return Err(ApiError::Unprocessable(format!(
+                    "unknown or read-only field {other:?}"
+                )))
+            }
         }
     }
     Ok(patch)
@@ -193,20 +274,27 @@ fn parse_priority(value: &str) -> Result<String, ApiError> {
     if PRIORITIES.contains(&value) {
         Ok(value.to_owned())
     } else {
-        Err(ApiError::Unprocessable(format!("priority {value:?} must be one of {}", PRIORITIES.join(", "))))
+        Err(ApiError::Unprocessable(format!(
+            "priority {value:?} must be one of {}",
+            PRIORITIES.join(", ")
+        )))
     }
 }
 
 fn parse_description(value: String) -> Result<String, ApiError> {
     if value.len() > MAX_DESCRIPTION_BYTES {
-        return Err(ApiError::Unprocessable(format!("description must have at most {MAX_DESCRIPTION_BYTES} bytes")));
+        return Err(ApiError::Unprocessable(format!(
+            "description must have at most {MAX_DESCRIPTION_BYTES} bytes"
+        )));
     }
     Ok(value)
 }
 
 fn parse_labels(labels: Vec<String>) -> Result<Vec<String>, ApiError> {
     if labels.len() > MAX_LABELS {
-        return Err(ApiError::Unprocessable(format!("a task may have at most {MAX_LABELS} labels")));
+        return Err(ApiError::Unprocessable(format!(
+            "a task may have at most {MAX_LABELS} labels"
+        )));
     }
     let mut clean: Vec<String> = Vec::new();
     for label in labels {

@@ -44,8 +44,13 @@ impl TestApp {
     pub async fn spawn() -> Self {
         let suffix = Uuid::new_v4().simple().to_string();
         let database = format!("tasklane_test_{suffix}");
-        let admin = PgPool::connect(&server_url()).await.expect("connecting to PostgreSQL; run scripts/services-up");
-        sqlx::query(&format!("create database {database}")).execute(&admin).await.expect("creating test database");
+        let admin = PgPool::connect(&server_url())
+            .await
+            .expect("connecting to PostgreSQL; run scripts/services-up");
+        sqlx::query(&format!("create database {database}"))
+            .execute(&admin)
+            .await
+            .expect("creating test database");
         admin.close().await;
         let database_url = replace_database(&server_url(), &database);
 
@@ -66,9 +71,13 @@ impl TestApp {
         });
         let settings = Settings::with_overrides(overrides).expect("valid test settings");
         tasklane_telemetry::init_logging(&settings.log);
-        let application = Application::start(settings, &Role::ALL).await.expect("starting the application");
+        let application = Application::start(settings, &Role::ALL)
+            .await
+            .expect("starting the application");
         let address = application.address.expect("the api role listens");
-        let pool = PgPool::connect(&database_url).await.expect("connecting to the test database");
+        let pool = PgPool::connect(&database_url)
+            .await
+            .expect("connecting to the test database");
         Self {
             base_url: format!("http://{address}"),
             pool,
@@ -81,7 +90,10 @@ impl TestApp {
 
     /// The running hub, for tests that publish to it without the relay.
     pub fn hub(&self) -> tasklane_hub::Hub {
-        let application = self.application.as_ref().expect("the application is running");
+        let application = self
+            .application
+            .as_ref()
+            .expect("the application is running");
         application.hub.clone().expect("the hub role runs")
     }
 
@@ -114,16 +126,31 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post_json(&self, token: &str, path: &str, body: Value) -> reqwest::Response {
-        self.client.post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn create_task(&self, account: &Account, title: &str) -> Value {
         let response = self
-            .post_json(&account.token, "/api/v1/tasks", json!({ "project_id": account.project_id, "title": title }))
+            .post_json(
+                &account.token,
+                "/api/v1/tasks",
+                json!({ "project_id": account.project_id, "title": title }),
+            )
             .await;
         assert_eq!(response.status(), 201);
         response.json().await.unwrap()
@@ -133,8 +160,17 @@ impl TestApp {
     pub async fn start_import(&self, token: &str, path: &std::path::Path) -> Uuid {
         let bytes = tokio::fs::read(path).await.unwrap();
         let part = reqwest::multipart::Part::bytes(bytes).file_name("export.csv");
-        let form = reqwest::multipart::Form::new().part("file", part).text("format", "jira");
-        let response = self.client.post(self.url("/api/v1/imports")).bearer_auth(token).multipart(form).send().await.unwrap();
+        let form = reqwest::multipart::Form::new()
+            .part("file", part)
+            .text("format", "jira");
+        let response = self
+            .client
+            .post(self.url("/api/v1/imports"))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
         let body: Value = response.json().await.unwrap();
         body["job_id"].as_str().unwrap().parse().unwrap()
@@ -143,8 +179,16 @@ impl TestApp {
     /// Polls `GET /jobs/{id}` until the job ends, and returns it.
     pub async fn wait_for_job(&self, token: &str, job_id: Uuid) -> Value {
         for _ in 0..600 {
-            let job: Value = self.get(token, &format!("/api/v1/jobs/{job_id}")).await.json().await.unwrap();
-            if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+            let job: Value = self
+                .get(token, &format!("/api/v1/jobs/{job_id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if matches!(
+                job["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
                 return job;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -159,7 +203,12 @@ impl TestApp {
         self.pool.close().await;
         // A failing test skips this and leaves its database behind for inspection.
         if let Ok(admin) = PgPool::connect(&server_url()).await {
-            let _ = sqlx::query(&format!("drop database if exists {} with (force)", self.database)).execute(&admin).await;
+            let _ = sqlx::query(&format!(
+                "drop database if exists {} with (force)",
+                self.database
+            ))
+            .execute(&admin)
+            .await;
             admin.close().await;
         }
     }
@@ -172,7 +221,9 @@ fn replace_database(url: &str, database: &str) -> String {
 
 /// Path of a sample file under `data/samples`.
 pub fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/samples").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../data/samples")
+        .join(name)
 }
 
 /// The official `@microsoft/signalr` client, run by `tests/js/hub-client.mjs`, reporting
@@ -200,11 +251,21 @@ impl HubClient {
     /// Connects with more `hub-client.mjs` options, such as `--resume GROUP:SEQ`, and waits
     /// until the client reports it is ready.
     pub async fn connect_with_args(hub_url: &str, token: &str, args: &[String]) -> Self {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js/hub-client.mjs");
-        let modules = script.parent().unwrap().join("node_modules/@microsoft/signalr");
-        assert!(modules.exists(), "the SignalR client is not installed; run `npm ci --prefix tests/js`");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js/hub-client.mjs");
+        let modules = script
+            .parent()
+            .unwrap()
+            .join("node_modules/@microsoft/signalr");
+        assert!(
+            modules.exists(),
+            "the SignalR client is not installed; run `npm ci --prefix tests/js`"
+        );
         let mut command = Command::new("node");
-        command.arg(script).args(["--url", hub_url, "--token", token]).args(args);
+        command
+            .arg(script)
+            .args(["--url", hub_url, "--token", token])
+            .args(args);
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -222,20 +283,33 @@ impl HubClient {
                 }
             }
         });
-        let mut client = Self { child, lines, seen: Vec::new() };
-        client.wait_for(|line| line["event"] == "ready", Duration::from_secs(30)).await;
+        let mut client = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        client
+            .wait_for(|line| line["event"] == "ready", Duration::from_secs(30))
+            .await;
         client
     }
 
     /// Returns the next line matching `predicate`, failing the test after `timeout`.
-    pub async fn wait_for(&mut self, predicate: impl Fn(&Value) -> bool, timeout: Duration) -> Value {
+    pub async fn wait_for(
+        &mut self,
+        predicate: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let line = tokio::time::timeout_at(deadline, self.lines.recv())
                 .await
                 .expect("timed out waiting for a hub client event")
                 .expect("the hub client exited");
-            assert_ne!(line["event"], "error", "hub client reported an error: {line}");
+            assert_ne!(
+                line["event"], "error",
+                "hub client reported an error: {line}"
+            );
             self.seen.push(line.clone());
             if predicate(&line) {
                 return line;

@@ -131,7 +131,7 @@ async fn run_destination(
                 if !failing {
                     tracing::warn!(destination = name, error, "relay delivery failed, retrying");
                     failing = true;
-                } else if consecutive_failures % 30 == 0 {
+                } else if consecutive_failures.is_multiple_of(30) {
                     // Still failing: someone must look, since this stream is held back.
                     tracing::error!(
                         destination = name,
