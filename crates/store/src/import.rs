@@ -44,7 +44,7 @@ pub struct ImportComment {
     pub mentions: Vec<String>,
 }
 
-/// What stays the same for every batch of one import.
+/// Settings shared by every batch of one import.
 #[derive(Debug, Clone)]
 pub struct ImportScope {
     pub tenant_id: Uuid,
@@ -61,7 +61,7 @@ pub struct ImportCache {
     people: HashMap<String, Uuid>,
 }
 
-/// How one row ended.
+/// Outcome of one row.
 #[derive(Debug)]
 pub enum RowOutcome {
     Created,
@@ -385,7 +385,7 @@ async fn update_task(
 }
 
 /// Upserts an imported comment and records its mentions. Imported mentions are history:
-/// they notify nobody, so no `comment.created` event is written.
+/// they send no notifications, so no `comment.created` event is written.
 async fn upsert_comment(
     tx: &mut Tx<'_>,
     scope: &ImportScope,

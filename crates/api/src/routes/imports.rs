@@ -15,7 +15,7 @@ use crate::extract::Caller;
 use crate::{ApiError, AppState};
 
 const FORMATS: [&str; 2] = ["jira", "csv"];
-/// Longest value accepted for a text part such as `format`.
+/// Maximum size in bytes of a text part such as `format`.
 const MAX_TEXT_PART_BYTES: usize = 256;
 
 pub fn routes(state: &AppState) -> Router<AppState> {
