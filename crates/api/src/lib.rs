@@ -10,7 +10,7 @@ mod routes;
 mod state;
 
 pub use error::ApiError;
-pub use state::AppState;
+pub use state::{AppState, DependencyProbe};
 
 use std::time::Instant;
 

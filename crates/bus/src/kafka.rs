@@ -8,7 +8,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Message;
 
@@ -81,6 +81,16 @@ impl KafkaProducer {
             .set("linger.ms", "5")
             .create()?;
         Ok(Self { producer })
+    }
+
+    /// Returns true when a broker returns cluster metadata within `timeout`.
+    pub async fn broker_responds(&self, timeout: Duration) -> bool {
+        let producer = self.producer.clone();
+        // librdkafka's metadata call blocks its thread, so it runs off the async workers.
+        let fetched =
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout))
+                .await;
+        matches!(fetched, Ok(Ok(_)))
     }
 
     pub async fn send(&self, record: OutgoingRecord<'_>) -> Result<(), BusError> {

@@ -18,6 +18,17 @@ pub async fn connect(url: &str) -> Result<Connection, BusError> {
     Ok(connection)
 }
 
+/// Returns true when RabbitMQ completes a connection handshake within `timeout`.
+pub async fn broker_responds(url: &str, timeout: std::time::Duration) -> bool {
+    match tokio::time::timeout(timeout, connect(url)).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close(200, "readiness check").await;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Declares the exchange, every queue with its dead-letter queue, and their bindings.
 pub async fn declare_topology(channel: &Channel, topology: &Topology) -> Result<(), BusError> {
     let exchange = topology.events_exchange();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use secrecy::ExposeSecret;
-use tasklane_api::AppState;
+use tasklane_api::{AppState, DependencyProbe};
 use tasklane_auth::TokenIssuer;
 use tasklane_bus::kafka::{self, KafkaConsumer, KafkaProducer};
 use tasklane_bus::Topology;
@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub_backend::StoreHubBackend;
+use crate::probes::{KafkaProbe, RabbitProbe};
 use crate::roles::Role;
 
 /// Applies database migrations.
@@ -108,6 +109,7 @@ impl Application {
                 access: access.clone(),
                 cache: cache.clone(),
                 settings: settings.clone(),
+                probes: Arc::new(broker_probes(&settings)?),
             };
             router = router.merge(tasklane_api::router(state));
         }
@@ -226,6 +228,17 @@ impl Application {
         }
         tracing::info!("tasklane stopped");
     }
+}
+
+/// The broker checks `/readyz` reports beside PostgreSQL and Redis.
+fn broker_probes(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn DependencyProbe>>> {
+    let rabbit = RabbitProbe {
+        url: settings.rabbitmq.url.expose_secret().to_owned(),
+    };
+    let kafka = KafkaProbe {
+        producer: KafkaProducer::new(&settings.kafka.brokers)?,
+    };
+    Ok(vec![Arc::new(rabbit), Arc::new(kafka)])
 }
 
 /// Runs the roles until Ctrl-C or SIGTERM.

@@ -5,5 +5,6 @@ pub mod app;
 pub mod cli;
 pub mod hub_backend;
 pub mod import_client;
+pub mod probes;
 pub mod roles;
 pub mod token_keys;

@@ -367,6 +367,8 @@ async fn health_endpoints_answer() {
         .await
         .unwrap();
     assert_eq!(ready["checks"]["postgres"], "ok");
+    assert_eq!(ready["checks"]["rabbitmq"], "ok", "{ready}");
+    assert_eq!(ready["checks"]["kafka"], "ok", "{ready}");
     let account = app.register("Metrics").await;
     app.get(&account.token, "/api/v1/tasks").await;
     let metrics = app
