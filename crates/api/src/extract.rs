@@ -91,6 +91,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// Reads the bearer token of a request, if it has one.
 pub fn bearer_token(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    parse_bearer(value)
+}
+
+/// Reads the token of an `Authorization: Bearer` value, with the scheme in any case.
+pub fn parse_bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

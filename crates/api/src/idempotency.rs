@@ -46,7 +46,7 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_bearer);
+        .and_then(crate::extract::parse_bearer);
     let Some(claims) = token.and_then(|t| state.tokens.verify(t).ok()) else {
         return Ok(next.run(request).await);
     };
@@ -128,15 +128,6 @@ async fn hash_request(request: Request, max_body: usize) -> Result<(Request, Str
         Request::from_parts(parts, Body::from(bytes)),
         hex(&hasher.finalize()),
     ))
-}
-
-/// Reads the token of an `Authorization: Bearer` value, with the scheme in any case, as the
-/// `Caller` extractor does.
-fn parse_bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
 }
 
 /// Rebuilds a stored response.

@@ -1,4 +1,4 @@
-//! What every handler shares.
+//! State shared by every handler.
 
 use std::sync::Arc;
 

@@ -162,7 +162,7 @@ impl KafkaConsumer {
     }
 }
 
-/// Where a consumed record sits, for committing it later.
+/// Position of a consumed record, for committing it later.
 #[derive(Debug, Clone)]
 pub struct CommitHandle {
     pub topic: String,

@@ -1,4 +1,4 @@
-//! Redis access. Redis only ever holds copies of what PostgreSQL holds, so every call here
+//! Redis access. Redis only stores copies of rows in PostgreSQL, so every call here
 //! degrades to a logged warning when Redis is unreachable instead of failing the caller.
 
 pub mod backplane;
@@ -59,7 +59,7 @@ impl Cache {
         self.namespace.redis_key(name)
     }
 
-    /// Whether the last Redis call succeeded.
+    /// Returns true when the last Redis call succeeded.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -80,7 +80,7 @@ impl Cache {
         }
     }
 
-    /// Answers a PING, for readiness reporting.
+    /// Sends a PING and returns true on a reply, for readiness reporting.
     pub async fn ping(&self) -> bool {
         let Some(mut connection) = self.connection.clone() else {
             return false;

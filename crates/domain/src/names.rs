@@ -106,7 +106,7 @@ pub fn find_mentions(body: &str) -> Vec<String> {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             .collect();
-        // `@José` names nobody: a handle is ASCII, so a letter right after it means the text
+        // `@José` is not a mention: a handle is ASCII, so a letter right after it means the text
         // is a longer word, not a handle followed by punctuation.
         let continues_as_word = rest[handle.len()..]
             .chars()
@@ -122,7 +122,7 @@ pub fn find_mentions(body: &str) -> Vec<String> {
     found
 }
 
-/// A mention without trailing `.`, `_` and `-`, as in "thanks @alice."
+/// Strips trailing `.`, `_` and `-` from a mention, as in "thanks @alice."
 pub fn trim_mention(mention: &str) -> &str {
     mention.trim_end_matches(['.', '-', '_'])
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{outbox, projects, StoreError, Tx};
 
-/// What registration creates: a person, their tenant, and its default project.
+/// Ids of what registration creates: a person, their tenant, and its default project.
 #[derive(Debug, Clone, Serialize)]
 pub struct Registered {
     pub user_id: Uuid,
@@ -179,7 +179,7 @@ pub async fn memberships_of(pool: &PgPool, user_id: Uuid) -> Result<Vec<Membersh
     Ok(rows)
 }
 
-/// The role a person holds in a tenant, if they are an active member of it.
+/// Returns the person's role in a tenant, if they are an active member of it.
 pub async fn role_in(
     pool: &PgPool,
     user_id: Uuid,

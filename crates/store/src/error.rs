@@ -26,7 +26,7 @@ impl StoreError {
         }
     }
 
-    /// The database's own message, for reporting a rejected imported row.
+    /// Returns the database's own message, for reporting a rejected imported row.
     pub fn database_message(&self) -> Option<&str> {
         match self {
             StoreError::Database(sqlx::Error::Database(db)) => Some(db.message()),

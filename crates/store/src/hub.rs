@@ -57,7 +57,7 @@ pub async fn append(
     })
 }
 
-/// The last sequence number a group has used, 0 when it has none.
+/// Returns the last sequence number a group has used, 0 when it has none.
 pub async fn last_seq(pool: &PgPool, group_name: &str) -> Result<i64, StoreError> {
     let seq: Option<i64> =
         sqlx::query_scalar("select last_seq from hub_groups where group_name = $1")

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::{StoreError, Tx};
 
-/// What a key already holds.
+/// State of an idempotency key.
 #[derive(Debug)]
 pub enum KeyState {
     /// The key is new and now reserved for this request.

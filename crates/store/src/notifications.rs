@@ -1,4 +1,4 @@
-//! Notifications: what a person is told, such as being mentioned.
+//! Notifications: messages to a person, such as a mention in a comment.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

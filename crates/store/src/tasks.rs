@@ -338,7 +338,7 @@ pub async fn patch(
     Ok(task)
 }
 
-/// The id and project of a task the caller's tenant owns, for checks before writing.
+/// Returns true when the tenant owns a task with this id.
 pub async fn exists(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> Result<bool, StoreError> {
     let exists =
         sqlx::query_scalar("select exists (select 1 from tasks where tenant_id = $1 and id = $2)")

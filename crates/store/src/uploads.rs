@@ -1,5 +1,5 @@
 //! Uploaded files, stored as ordered chunks of about 1 MiB so that neither the upload nor
-//! the import ever holds a whole file in memory.
+//! the import ever keeps a whole file in memory.
 
 use futures::Stream;
 use sqlx::PgPool;
@@ -12,7 +12,7 @@ use crate::StoreError;
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Creates an upload row. Uploads are written outside any transaction, chunk by chunk, so
-/// a slow client never holds a transaction open.
+/// a slow client never keeps a transaction open.
 pub async fn create(
     pool: &PgPool,
     tenant_id: Uuid,

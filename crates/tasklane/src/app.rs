@@ -210,8 +210,9 @@ impl Application {
         })
     }
 
-    /// Stops every role: hub clients get a Close that lets them reconnect elsewhere, HTTP stops taking
-    /// requests, workers finish their current step; whatever outlives the grace period is aborted.
+    /// Stops every role. Hub clients get a Close that lets them reconnect elsewhere, HTTP stops
+    /// taking requests, and workers finish their current step. Whatever outlives the grace
+    /// period is aborted.
     pub async fn stop(mut self) {
         tracing::info!("tasklane stopping");
         if let Some(hub) = &self.hub {
@@ -230,7 +231,7 @@ impl Application {
     }
 }
 
-/// The broker checks `/readyz` reports beside PostgreSQL and Redis.
+/// Builds the broker checks that `/readyz` reports beside PostgreSQL and Redis.
 fn broker_probes(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn DependencyProbe>>> {
     let rabbit = RabbitProbe {
         url: settings.rabbitmq.url.expose_secret().to_owned(),

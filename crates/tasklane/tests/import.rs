@@ -209,7 +209,7 @@ async fn import_turns_bad_values_into_row_errors() {
     app.stop().await;
 }
 
-/// A file that lives as long as the returned handle.
+/// Writes a temporary file that is deleted when the returned handle drops.
 fn tempfile_with(contents: &str) -> TempFile {
     let path = std::env::temp_dir().join(format!("tasklane-{}.csv", Uuid::new_v4()));
     std::fs::write(&path, contents).unwrap();

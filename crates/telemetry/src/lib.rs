@@ -106,7 +106,7 @@ impl Metrics {
     }
 }
 
-/// The process-wide metrics; every role in the process records into the same registry.
+/// Returns the process-wide metrics, which every role in the process records into.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// What a bulk worker needs.
+/// Dependencies and settings of a bulk worker.
 #[derive(Clone)]
 pub struct BulkWorker {
     pub pool: PgPool,
@@ -284,7 +284,7 @@ impl BulkWorker {
 /// Row errors stored per job; later ones are still counted in `failed`.
 const MAX_RECORDED_ERRORS: u64 = 1000;
 
-/// What one import has seen so far, across its batches.
+/// Keys and error count of one import, kept across its batches.
 #[derive(Default)]
 struct SeenRows {
     /// Source key to the row number that first used it.
@@ -318,7 +318,7 @@ impl SeenRows {
     }
 }
 
-/// The source name rows are upserted under. A generic CSV without a `key` column has no
+/// Returns the source name rows are upserted under. A generic CSV without a `key` column has no
 /// stable row identity, so its rows belong to this upload alone and never overwrite
 /// another file's rows.
 fn source_name<R: tokio::io::AsyncRead + Unpin + Send>(

@@ -15,7 +15,7 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// Longest wait for any one check.
+/// Maximum wait for any one check.
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Ready when PostgreSQL responds. Redis or a broker being down only marks the service

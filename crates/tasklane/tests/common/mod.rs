@@ -317,7 +317,7 @@ impl HubClient {
         }
     }
 
-    /// Every line received so far that is not yet consumed.
+    /// Returns every line received so far that is not yet consumed.
     pub fn drain(&mut self) -> Vec<Value> {
         let mut lines = Vec::new();
         while let Ok(line) = self.lines.try_recv() {

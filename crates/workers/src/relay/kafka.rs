@@ -26,7 +26,7 @@ impl KafkaDestination {
         Self { producer, topology }
     }
 
-    /// The (topic, key) pairs an event goes to.
+    /// Lists the (topic, key) pairs an event goes to.
     fn routes(&self, event: &EventEnvelope) -> Vec<(String, String)> {
         let mut routes = Vec::new();
         let tenant = event.tenant_id.map(|t| t.to_string()).unwrap_or_default();

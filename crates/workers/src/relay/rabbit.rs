@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 /// Longest wait for RabbitMQ to connect or to confirm a message; a broker that accepts
-/// connections but stops answering must fail the batch rather than hang the relay.
+/// connections but stops responding must fail the batch rather than hang the relay.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 use super::Destination;
