@@ -7,6 +7,7 @@ pub mod access_cache;
 pub mod accounts;
 pub mod api_tokens;
 pub mod auth_events;
+pub mod browser_sessions;
 pub mod comments;
 pub mod error;
 pub mod hub;
