@@ -31,6 +31,8 @@ pub struct Settings {
     pub import: ImportSettings,
     pub relay: RelaySettings,
     pub log: LogSettings,
+    #[serde(default)]
+    pub hub: HubNodeSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -45,6 +47,17 @@ pub struct ServerSettings {
     /// How long shutdown waits for open requests before aborting them.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+}
+
+/// How other hub nodes reach this one.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubNodeSettings {
+    /// Base URL, such as `http://10.0.0.5:8080`, at which other hub nodes forward the
+    /// requests of connections that this node owns. Defaults to `http://` and the bound
+    /// address, which works only when that address is reachable from the other nodes
+    /// (not for `0.0.0.0`).
+    pub advertise_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

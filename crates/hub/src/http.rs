@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Principal;
+use crate::cluster::{register_owner, route_to_owner};
 use crate::http_transport::{self, HttpTransportKind};
 use crate::hub::HubShared;
 use crate::negotiate::{new_connection_id, ClaimError, WebSocketClaim};
@@ -35,7 +36,12 @@ pub(crate) fn router(shared: Arc<HubShared>) -> Router {
 
     Router::new()
         .route(&format!("{base}/negotiate"), post(negotiate))
-        .route(connect_path, get(connect).post(send).delete(delete))
+        .route(
+            connect_path,
+            get(connect).post(send).delete(delete).layer(
+                axum::middleware::from_fn_with_state(Arc::clone(&shared), route_to_owner),
+            ),
+        )
         .with_state(shared)
 }
 
@@ -114,6 +120,7 @@ async fn negotiate(
     let stateful = version >= 1 && query.use_stateful_reconnect.as_deref() == Some("true");
     let ids = shared.negotiations.create(principal.clone(), stateful);
     schedule_negotiation_expiry(&shared, ids.connection_token.clone());
+    register_owner(&shared, &ids.connection_token).await;
     tracing::debug!(
         connection_id = %ids.connection_id,
         user_id = %principal.user_id,

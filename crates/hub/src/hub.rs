@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{HubBackend, HubMessage};
+use crate::cluster::{ClusterState, HubCluster};
 use crate::connection::{Connection, ConnectionKey, OutboundEvent};
 use crate::groups::GroupRegistry;
 use crate::negotiate::Negotiations;
@@ -33,6 +34,8 @@ pub(crate) struct HubShared {
     pub shutdown: CancellationToken,
     /// Connection tasks, so [`Hub::shutdown`] can wait for them.
     pub tasks: TaskTracker,
+    /// Set when other hub nodes may receive this node's connections' requests.
+    pub cluster: Option<ClusterState>,
 }
 
 impl Hub {
@@ -42,6 +45,21 @@ impl Hub {
     ///
     /// Panics if [`HubSettings::validate`] rejects `settings`.
     pub fn new(backend: Arc<dyn HubBackend>, settings: HubSettings) -> Self {
+        Self::with_cluster(backend, settings, None)
+    }
+
+    /// Creates a hub that, with `cluster`, forwards the requests of connections that other
+    /// nodes own to them and records its own connections for them; see
+    /// [`crate::HubCluster`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if [`HubSettings::validate`] rejects `settings`.
+    pub fn with_cluster(
+        backend: Arc<dyn HubBackend>,
+        settings: HubSettings,
+        cluster: Option<HubCluster>,
+    ) -> Self {
         if let Err(error) = settings.validate() {
             panic!("{error}");
         }
@@ -54,6 +72,7 @@ impl Hub {
             next_key: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            cluster: cluster.map(ClusterState::new),
         };
         Self {
             shared: Arc::new(shared),

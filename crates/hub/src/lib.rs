@@ -55,7 +55,9 @@
 //! polling and stateful reconnect need sticky sessions.
 
 mod backend;
+mod cluster;
 mod connection;
+mod forward;
 mod framing;
 mod groups;
 mod http;
@@ -74,6 +76,8 @@ mod stateful;
 pub use backend::{
     AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
 };
+pub use cluster::{owner_key, ConnectionOwners, HubCluster, OwnersUnavailable};
+pub use forward::{forward_request, forwarding_client, ForwardError};
 pub use hub::Hub;
 pub use session::CLOSE_TIMEOUT;
 pub use settings::{HubSettings, InvalidHubSettings};

@@ -185,6 +185,11 @@ impl Negotiations {
         }
     }
 
+    /// Returns whether this process holds the token, claimed or not.
+    pub fn contains(&self, token: &str) -> bool {
+        self.by_token.lock().contains_key(token)
+    }
+
     /// Forgets the token, so later connects with it get 404.
     pub fn remove(&self, token: &str) {
         self.by_token.lock().remove(token);
