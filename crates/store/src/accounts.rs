@@ -23,24 +23,26 @@ pub struct NewAccount<'a> {
     pub tenant_name: &'a str,
 }
 
-/// Creates a user, a new tenant owned by them, and the tenant's default project.
-pub async fn register(tx: &mut Tx<'_>, account: NewAccount<'_>) -> Result<Registered, StoreError> {
+/// Creates a user, a new tenant owned by them, and the tenant's default project. Returns
+/// `None` and changes nothing when an account already has the e-mail address, also when a
+/// parallel registration took it a moment before.
+pub async fn register(
+    tx: &mut Tx<'_>,
+    account: NewAccount<'_>,
+) -> Result<Option<Registered>, StoreError> {
     let user_id = new_id();
-    let inserted =
-        sqlx::query("insert into users (id, email, name, password_hash) values ($1, $2, $3, $4)")
-            .bind(user_id)
-            .bind(account.email)
-            .bind(account.name)
-            .bind(account.password_hash)
-            .execute(&mut **tx)
-            .await;
-    if let Err(error) = inserted {
-        if StoreError::is_unique_violation(&error, "users_email_key") {
-            return Err(StoreError::Conflict(
-                "an account with this e-mail already exists".into(),
-            ));
-        }
-        return Err(error.into());
+    let inserted = sqlx::query(
+        "insert into users (id, email, name, password_hash) values ($1, $2, $3, $4)
+         on conflict (lower(email)) where email is not null do nothing",
+    )
+    .bind(user_id)
+    .bind(account.email)
+    .bind(account.name)
+    .bind(account.password_hash)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(None);
     }
 
     let tenant_id = new_id();
@@ -79,11 +81,11 @@ pub async fn register(tx: &mut Tx<'_>, account: NewAccount<'_>) -> Result<Regist
         serde_json::json!({ "user_id": user_id, "tenant_id": tenant_id }),
     );
     outbox::append(tx, &event).await?;
-    Ok(Registered {
+    Ok(Some(Registered {
         user_id,
         tenant_id,
         project_id: project.id,
-    })
+    }))
 }
 
 /// Adds a membership, suffixing the handle with a number when the tenant already uses it.

@@ -47,7 +47,8 @@ fn chrono_now() -> i64 {
         .as_secs() as i64
 }
 
-/// Registers a person with their own tenant and returns the whole response body.
+/// Registers a person with their own tenant, logs them in and returns the login response
+/// with the e-mail address and the default project's id added.
 async fn register(app: &TestApp, tenant: &str) -> Value {
     let email = format!("{}@example.com", Uuid::new_v4().simple());
     let body =
@@ -59,9 +60,17 @@ async fn register(app: &TestApp, tenant: &str) -> Value {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
-    let mut registered: Value = response.json().await.unwrap();
+    assert_eq!(response.status(), 202);
+    let mut registered = login(app, &json!(email)).await;
+    let tenant_id = id(&registered["tenant_id"]);
+    let project_id: Uuid =
+        sqlx::query_scalar("select id from projects where tenant_id = $1 order by created_at")
+            .bind(tenant_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     registered["email"] = json!(email);
+    registered["project_id"] = json!(project_id);
     registered
 }
 

@@ -33,6 +33,9 @@ pub struct TestApp {
     application: Option<Application>,
 }
 
+/// The password `TestApp::register` gives every account.
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
 pub struct Account {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
@@ -105,22 +108,39 @@ impl TestApp {
         self.url("/hubs/tasks")
     }
 
-    /// Registers a new person with their own tenant.
+    /// Registers a new person with their own tenant and logs them in.
     pub async fn register(&self, tenant: &str) -> Account {
         let email = format!("{}@example.com", Uuid::new_v4().simple());
         let response = self
             .client
             .post(self.url("/api/v1/auth/register"))
-            .json(&json!({ "email": email, "password": "correct horse battery", "name": "Test Person", "tenant": tenant }))
+            .json(&json!({ "email": email, "password": TEST_PASSWORD, "name": "Test Person", "tenant": tenant }))
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201, "registration failed");
+        assert_eq!(response.status(), 202, "registration failed");
+
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({ "email": email, "password": TEST_PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "login after registration failed");
         let body: Value = response.json().await.unwrap();
+        let tenant_id: Uuid = body["tenant_id"].as_str().unwrap().parse().unwrap();
+        let project_id = sqlx::query_scalar(
+            "select id from projects where tenant_id = $1 order by created_at limit 1",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("registration creates a default project");
         Account {
             user_id: body["user_id"].as_str().unwrap().parse().unwrap(),
-            tenant_id: body["tenant_id"].as_str().unwrap().parse().unwrap(),
-            project_id: body["project_id"].as_str().unwrap().parse().unwrap(),
+            tenant_id,
+            project_id,
             token: body["access_token"].as_str().unwrap().to_owned(),
         }
     }
