@@ -2,6 +2,7 @@
 //! degrades to a logged warning when Redis is unreachable instead of failing the caller.
 
 pub mod backplane;
+mod hub_owners;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -115,6 +116,51 @@ impl Cache {
             (Some(status), Some(progress)) => Some((status, progress)),
             _ => None,
         }
+    }
+
+    /// Reads the cached browser session `session:{hash}` and restarts its TTL, so the entry
+    /// expires `ttl` after the last use.
+    pub async fn get_session(&self, hash_hex: &str, ttl: Duration) -> Option<String> {
+        let mut connection = self.connection.clone()?;
+        let result: redis::RedisResult<Option<String>> = connection
+            .get_ex(
+                self.key(&format!("session:{hash_hex}")),
+                redis::Expiry::EX(ttl.as_secs().max(1)),
+            )
+            .await;
+        self.record("get session", result)?
+    }
+
+    /// Stores a browser session as `session:{hash}` with `ttl`.
+    pub async fn set_session(&self, hash_hex: &str, value: &str, ttl: Duration) {
+        let Some(mut connection) = self.connection.clone() else {
+            return;
+        };
+        let result: redis::RedisResult<()> = connection
+            .set_ex(
+                self.key(&format!("session:{hash_hex}")),
+                value,
+                ttl.as_secs().max(1),
+            )
+            .await;
+        self.record("set session", result);
+    }
+
+    /// Deletes cached browser sessions; returns false when Redis could not be reached, so
+    /// the caller can log that a stale copy may remain until it next reads PostgreSQL.
+    pub async fn delete_sessions(&self, hashes_hex: &[String]) -> bool {
+        if hashes_hex.is_empty() {
+            return true;
+        }
+        let Some(mut connection) = self.connection.clone() else {
+            return false;
+        };
+        let keys: Vec<String> = hashes_hex
+            .iter()
+            .map(|hash| self.key(&format!("session:{hash}")))
+            .collect();
+        let result: redis::RedisResult<i64> = connection.del(keys).await;
+        self.record("delete sessions", result).is_some()
     }
 
     /// Publishes a message on a pub/sub channel under the prefix.
