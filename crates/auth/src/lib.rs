@@ -6,6 +6,7 @@ pub mod opaque;
 pub mod password;
 pub mod policy;
 pub mod token;
+mod verified_cache;
 
 pub use keys::{KeyError, KeySet};
 pub use opaque::{

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::keys::KeySet;
+use crate::verified_cache::{VerifiedTokenCache, DEFAULT_CAPACITY};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds, between the processes that issue
 /// and verify tokens.
@@ -49,6 +50,7 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
+    verified: Arc<VerifiedTokenCache>,
 }
 
 impl TokenIssuer {
@@ -68,6 +70,7 @@ impl TokenIssuer {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
+            verified: Arc::new(VerifiedTokenCache::new(DEFAULT_CAPACITY, LEEWAY_SECONDS)),
         }
     }
 
@@ -96,7 +99,23 @@ impl TokenIssuer {
     }
 
     /// Verifies the key id, signature, algorithm, issuer, audience and validity window.
+    ///
+    /// A token verified before is taken from an in-process cache, with only its expiry
+    /// checked again. Revocation is not decided here: callers compare
+    /// [`AccessClaims::ver`] with the user's current revocation version.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some(claims) = self.verified.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = self.verify_uncached(token)?;
+        self.verified.insert(token, claims.clone(), now);
+        Ok(claims)
+    }
+
+    /// Verifies like [`TokenIssuer::verify`] but always checks the signature and claims,
+    /// without reading or filling the cache.
+    pub fn verify_uncached(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Invalid);
@@ -167,6 +186,23 @@ mod tests {
         let header = decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
         assert_eq!(header.kid.as_deref(), Some(issuer.keys().signing_kid()));
+    }
+
+    #[test]
+    fn second_verification_is_served_from_the_cache() {
+        let issuer = issuer_with(&signing_key());
+        let token = issuer.issue(Uuid::now_v7(), Uuid::now_v7(), 1).unwrap();
+        let first = issuer.verify(&token).unwrap();
+        assert_eq!(issuer.verified.get(&token, first.iat), Some(first.clone()));
+        assert_eq!(issuer.verify(&token).unwrap(), first);
+    }
+
+    #[test]
+    fn cache_is_not_shared_between_key_sets() {
+        let issuer = issuer_with(&signing_key());
+        let token = issuer.issue(Uuid::now_v7(), Uuid::now_v7(), 0).unwrap();
+        assert!(issuer.verify(&token).is_ok());
+        assert!(issuer_with(&signing_key()).verify(&token).is_err());
     }
 
     #[test]
