@@ -47,6 +47,10 @@ pub struct ServerSettings {
     /// How long shutdown waits for open requests before aborting them.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Origins (`scheme://host[:port]`) of the web pages allowed to use the session
+    /// cookie: cookie-authenticated writes and hub connections from any other `Origin` are
+    /// rejected. Set it to the public URL the browser shows.
+    pub allowed_origins: Vec<String>,
 }
 
 /// How other hub nodes reach this one.
@@ -140,6 +144,12 @@ pub struct AuthSettings {
     /// was issued, for clients that refresh from two tabs at once.
     #[serde(with = "humantime_serde")]
     pub refresh_reuse_grace: Duration,
+    /// A browser session unused for this long is rejected.
+    #[serde(with = "humantime_serde")]
+    pub browser_session_idle_ttl: Duration,
+    /// How long after a browser login its session stops working, however often it is used.
+    #[serde(with = "humantime_serde")]
+    pub browser_session_max_lifetime: Duration,
     pub login_limits: LoginLimits,
 }
 
@@ -200,6 +210,7 @@ bind = "127.0.0.1:8080"
 max_upload_bytes = 209715200
 max_json_bytes = 1048576
 shutdown_grace = "10s"
+allowed_origins = ["http://127.0.0.1:8080", "http://localhost:8080"]
 
 [database]
 url = "postgres://tasklane:tasklane@127.0.0.1:5432/tasklane"
@@ -226,6 +237,8 @@ access_token_ttl = "15m"
 refresh_token_idle_ttl = "14days"
 session_max_lifetime = "30days"
 refresh_reuse_grace = "10s"
+browser_session_idle_ttl = "30m"
+browser_session_max_lifetime = "12h"
 
 [auth.login_limits]
 max_attempts_per_account = 5
