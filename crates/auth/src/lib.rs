@@ -13,6 +13,6 @@ pub use opaque::{
     generate_api_token, generate_invitation_token, generate_refresh_token, hash_opaque_token,
     NewOpaqueToken, API_TOKEN_PREFIX,
 };
-pub use password::{hash_password, verify_password, PasswordError};
+pub use password::{check_new_password, hash_password, verify_password, PasswordError};
 pub use policy::{Action, Role, TokenScope};
 pub use token::{AccessClaims, TokenError, TokenIssuer};

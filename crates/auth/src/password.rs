@@ -18,8 +18,52 @@ pub enum PasswordError {
     TooShort,
     #[error("the password must have at most {MAX_PASSWORD_BYTES} bytes")]
     TooLong,
+    #[error("the password is too common or too easy to guess{hint}: zxcvbn scores it {score} of 4 and at least {MIN_STRENGTH_SCORE} is required; choose a longer passphrase of unrelated words")]
+    TooWeak { score: u8, hint: String },
     #[error("password hashing failed")]
     Hashing,
+}
+
+/// Lowest zxcvbn score a new password needs. Score 2 means more than 10^6 estimated guesses,
+/// so every password on zxcvbn's common-password lists (about 30,000 entries) and simple
+/// variations of them score lower and are rejected.
+pub const MIN_STRENGTH_SCORE: u8 = 2;
+
+/// Checks a new password: its length, then its strength as zxcvbn estimates it, counting
+/// `user_inputs` (the person's e-mail address and name) as words an attacker would try.
+///
+/// zxcvbn 3.1 reads only the first 100 characters, so a longer password is judged by them.
+pub fn check_new_password(password: &str, user_inputs: &[&str]) -> Result<(), PasswordError> {
+    check_length(password)?;
+    let mut inputs: Vec<&str> = user_inputs.to_vec();
+    // The local part and the domain of an e-mail address are guessable on their own.
+    for input in user_inputs {
+        if let Some((local, domain)) = input.split_once('@') {
+            inputs.push(local);
+            inputs.push(domain);
+        }
+    }
+    let entropy = zxcvbn::zxcvbn(password, &inputs);
+    let score = u8::from(entropy.score());
+    if score >= MIN_STRENGTH_SCORE {
+        return Ok(());
+    }
+    let hint = entropy
+        .feedback()
+        .and_then(|feedback| feedback.warning())
+        .map(|warning| format!(" ({})", warning.to_string().trim_end_matches('.')))
+        .unwrap_or_default();
+    Err(PasswordError::TooWeak { score, hint })
+}
+
+fn check_length(password: &str) -> Result<(), PasswordError> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(PasswordError::TooShort);
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(PasswordError::TooLong);
+    }
+    Ok(())
 }
 
 /// argon2id with 19 MiB of memory, 2 iterations and 1 lane.
@@ -28,14 +72,10 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Checks a new password's length, then hashes it with a random salt.
+/// Checks a new password's length, then hashes it with a random salt. The whole password is
+/// hashed, never a truncated prefix.
 pub fn hash_password(password: &str) -> Result<String, PasswordError> {
-    if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(PasswordError::TooShort);
-    }
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(PasswordError::TooLong);
-    }
+    check_length(password)?;
     let salt = SaltString::generate(&mut OsRng);
     hasher()
         .hash_password(password.as_bytes(), &salt)
@@ -98,6 +138,44 @@ mod tests {
         ));
         assert!(matches!(
             hash_password(&"x".repeat(2000)),
+            Err(PasswordError::TooLong)
+        ));
+    }
+
+    #[test]
+    fn common_passwords_rejected() {
+        for common in ["password", "12345678", "qwertyuiop", "Password1", "iloveyou"] {
+            let result = check_new_password(common, &[]);
+            assert!(
+                matches!(result, Err(PasswordError::TooWeak { .. })),
+                "{common:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn personal_details_count_as_guessable() {
+        let email = "marguerite.oyelaran@example.com";
+        assert!(check_new_password("marguerite.oyelaran", &[]).is_ok());
+        assert!(matches!(
+            check_new_password("marguerite.oyelaran", &[email, "Marguerite Oyelaran"]),
+            Err(PasswordError::TooWeak { .. })
+        ));
+    }
+
+    #[test]
+    fn long_passphrases_accepted_whole() {
+        assert!(check_new_password("correct horse battery", &[]).is_ok());
+        let long = "plum-vortex-quill-".repeat(3) + &"x".repeat(1024 - 54);
+        assert_eq!(long.len(), 1024);
+        assert!(check_new_password(&long, &[]).is_ok());
+        let hash = hash_password(&long).unwrap();
+        assert!(verify_password(&long, Some(&hash)));
+        // A password that differs only after the first 100 characters is a different one.
+        let changed = long[..1023].to_owned() + "y";
+        assert!(!verify_password(&changed, Some(&hash)));
+        assert!(matches!(
+            check_new_password(&(long + "z"), &[]),
             Err(PasswordError::TooLong)
         ));
     }
