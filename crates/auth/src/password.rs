@@ -25,8 +25,8 @@ pub enum PasswordError {
 }
 
 /// Lowest zxcvbn score a new password needs. Score 2 means more than 10^6 estimated guesses,
-/// so every password on zxcvbn's common-password lists (about 30,000 entries) and simple
-/// variations of them score lower and are rejected.
+/// so the passwords on zxcvbn's built-in list of common passwords, and simple variations of
+/// them, score lower and are rejected.
 pub const MIN_STRENGTH_SCORE: u8 = 2;
 
 /// Checks a new password: its length, then its strength as zxcvbn estimates it, counting
