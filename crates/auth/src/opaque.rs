@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 /// Prefixes that make a leaked token recognisable to secret scanners.
 const PREFIX: &str = "tlr_";
 const INVITATION_PREFIX: &str = "tli_";
+const SESSION_PREFIX: &str = "tls_";
 /// Prefix of personal API tokens, which the `Caller` extractor uses to tell them from JWTs.
 pub const API_TOKEN_PREFIX: &str = "tlp_";
 
@@ -27,6 +28,11 @@ pub fn generate_refresh_token() -> NewOpaqueToken {
 /// Generates an invitation token, hashed like a refresh token.
 pub fn generate_invitation_token() -> NewOpaqueToken {
     generate_with_prefix(INVITATION_PREFIX)
+}
+
+/// Generates a browser session id, the value of the session cookie.
+pub fn generate_session_token() -> NewOpaqueToken {
+    generate_with_prefix(SESSION_PREFIX)
 }
 
 /// Generates a personal API token.
