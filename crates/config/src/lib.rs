@@ -30,6 +30,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub import: ImportSettings,
     pub relay: RelaySettings,
+    pub presence: PresenceSettings,
     pub log: LogSettings,
     #[serde(default)]
     pub hub: HubNodeSettings,
@@ -188,6 +189,19 @@ pub struct RelaySettings {
     pub retry_delay: Duration,
 }
 
+/// Presence of hub connections: task viewers and online users, kept in Redis.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// How often each hub node refreshes its connections' presence entries.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Entries not refreshed for this long are dropped, so the viewers of a node that
+    /// died disappear after at most this long. Keep it a few heartbeat intervals long.
+    #[serde(with = "humantime_serde")]
+    pub expiry: Duration,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -253,6 +267,10 @@ batch_size = 200
 poll_interval = "250ms"
 batch_size = 500
 retry_delay = "2s"
+
+[presence]
+heartbeat_interval = "10s"
+expiry = "30s"
 
 [log]
 format = "text"

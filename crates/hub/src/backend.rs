@@ -1,17 +1,48 @@
 //! The contract between the hub and the application: who a bearer token belongs to, which
 //! groups a user may join, and the shape of the messages the relay publishes.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The authenticated user behind a connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Two principals are equal when they name the same user in the same tenant, whatever
+/// the expiry and revocation version of the credentials they came from.
+#[derive(Clone, Debug)]
 pub struct Principal {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
+    /// When the credential expires. The hub closes the connection at that instant with
+    /// `allowReconnect: true`, so the client negotiates again with a fresh token. `None`
+    /// for a credential that does not expire.
+    pub expires_at: Option<SystemTime>,
+    /// The user's revocation version when the credential was issued, for the application
+    /// to compare with the current one in [`crate::Hub::close_user_where`]. Zero when the
+    /// backend has no such version.
+    pub revocation_version: i64,
 }
 
+impl PartialEq for Principal {
+    fn eq(&self, other: &Self) -> bool {
+        self.user_id == other.user_id && self.tenant_id == other.tenant_id
+    }
+}
+
+impl Eq for Principal {}
+
 impl Principal {
+    /// Creates a principal whose credential never expires and has revocation version 0.
+    pub fn new(user_id: Uuid, tenant_id: Uuid) -> Self {
+        Self {
+            user_id,
+            tenant_id,
+            expires_at: None,
+            revocation_version: 0,
+        }
+    }
+
     /// Name of the group that every connection of this user joins on connect.
     pub fn user_group(&self) -> String {
         format!("user:{}", self.user_id)

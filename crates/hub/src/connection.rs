@@ -353,6 +353,28 @@ impl Connection {
         self.memberships.lock().keys().cloned().collect()
     }
 
+    /// Names of the groups whose join has completed.
+    pub fn joined_group_names(&self) -> Vec<String> {
+        self.memberships
+            .lock()
+            .iter()
+            .filter(|(_, membership)| matches!(membership, Membership::Joined { .. }))
+            .map(|(group, _)| group.clone())
+            .collect()
+    }
+
+    /// Queues a frame outside the group's numbered stream, such as a presence update,
+    /// if the connection has completed its join of `group`.
+    pub fn send_if_joined(&self, group: &str, frame: impl FnOnce(HubProtocol) -> Frame) {
+        let joined = matches!(
+            self.memberships.lock().get(group),
+            Some(Membership::Joined { .. })
+        );
+        if joined {
+            self.send(frame(self.protocol()));
+        }
+    }
+
     /// Closes the connection: the transport drops the queued frames, sends `message` (if
     /// any) as a `Close` message and then ends. Only the first call has an effect.
     pub fn close(&self, message: Option<CloseMessage>) {
@@ -415,10 +437,7 @@ mod tests {
     use uuid::Uuid;
 
     fn connection(capacity: usize) -> (Connection, mpsc::Receiver<Outgoing>) {
-        let principal = Principal {
-            user_id: Uuid::nil(),
-            tenant_id: Uuid::nil(),
-        };
+        let principal = Principal::new(Uuid::nil(), Uuid::nil());
         Connection::new(1, "c1".to_owned(), principal, capacity)
     }
 

@@ -54,10 +54,7 @@ mod tests {
     use uuid::Uuid;
 
     fn connection(key: ConnectionKey) -> Arc<Connection> {
-        let principal = Principal {
-            user_id: Uuid::nil(),
-            tenant_id: Uuid::nil(),
-        };
+        let principal = Principal::new(Uuid::nil(), Uuid::nil());
         let (connection, _receiver) = Connection::new(key, format!("c{key}"), principal, 4);
         Arc::new(connection)
     }

@@ -2,17 +2,20 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
-use crate::backend::{HubBackend, HubMessage};
+use crate::backend::{HubBackend, HubMessage, Principal};
 use crate::cluster::{ClusterState, HubCluster};
 use crate::connection::{Connection, ConnectionKey, OutboundEvent};
 use crate::groups::GroupRegistry;
 use crate::negotiate::Negotiations;
+use crate::presence::{self, PresenceStore};
 use crate::protocol::CloseMessage;
 use crate::settings::HubSettings;
 
@@ -34,6 +37,8 @@ pub(crate) struct HubShared {
     pub shutdown: CancellationToken,
     /// Connection tasks, so [`Hub::shutdown`] can wait for them.
     pub tasks: TaskTracker,
+    /// Where viewers and online users are kept, once [`Hub::set_presence`] is called.
+    pub presence: OnceLock<Arc<dyn PresenceStore>>,
     /// Set when other hub nodes may receive this node's connections' requests.
     pub cluster: Option<ClusterState>,
 }
@@ -72,6 +77,7 @@ impl Hub {
             next_key: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            presence: OnceLock::new(),
             cluster: cluster.map(ClusterState::new),
         };
         Self {
@@ -111,6 +117,95 @@ impl Hub {
             recipients,
             "dispatched hub message"
         );
+    }
+
+    /// Keeps viewers and online users in `store`, which the hub nodes share. Only the first
+    /// call has an effect. Connections that registered before it are added to `store` by
+    /// the next heartbeat of [`Hub::run_presence_heartbeat`].
+    pub fn set_presence(&self, store: Arc<dyn PresenceStore>) {
+        let _ = self.shared.presence.set(store);
+    }
+
+    /// Refreshes the presence entries of this process's connections every `interval` until
+    /// `shutdown` is cancelled. The store expires entries that a dead node stops
+    /// refreshing, so `interval` must be well below the store's expiry. Returns at once
+    /// when no store was set.
+    pub async fn run_presence_heartbeat(&self, interval: Duration, shutdown: CancellationToken) {
+        let Some(store) = self.shared.presence.get().cloned() else {
+            return;
+        };
+        let shared = Arc::clone(&self.shared);
+        let connections = move || -> Vec<Arc<Connection>> {
+            shared.connections.read().values().cloned().collect()
+        };
+        presence::run_heartbeat(store, connections, interval, shutdown).await;
+    }
+
+    /// Sends the current users of the presence set of `group` to this process's
+    /// connections that have joined `group`: `viewers` for a task group, `onlineUsers`
+    /// for a tenant group. Ignores other groups.
+    ///
+    /// These messages have no sequence number, so `Resume` does not replay them.
+    pub fn dispatch_presence(&self, group: &str, users: &[Uuid]) {
+        let Some(method) = presence::client_method(group) else {
+            tracing::debug!(%group, "presence update for a group without presence, dropped");
+            return;
+        };
+        let argument = presence::users_argument(group, users);
+        self.shared.groups.for_each_member(group, |connection| {
+            connection.send_if_joined(group, |protocol| {
+                protocol.client_invocation(method, &argument)
+            });
+        });
+    }
+
+    /// Closes every connection of `user_id` in this process whose principal matches
+    /// `should_close`, with the `Close` message of `reason`. Returns how many it closed.
+    pub fn close_user_where(
+        &self,
+        user_id: Uuid,
+        reason: CloseReason,
+        should_close: impl Fn(&Principal) -> bool,
+    ) -> usize {
+        let connections: Vec<_> = self
+            .shared
+            .connections
+            .read()
+            .values()
+            .filter(|connection| connection.principal.user_id == user_id)
+            .filter(|connection| should_close(&connection.principal))
+            .cloned()
+            .collect();
+        for connection in &connections {
+            tracing::info!(
+                connection_id = %connection.connection_id,
+                %user_id,
+                reason = reason.description(),
+                "closing hub connection"
+            );
+            connection.close(Some(reason.close_message()));
+        }
+        connections.len()
+    }
+
+    /// Closes every connection of `user_id` in this process with the `Close` message of
+    /// `reason`. Returns how many it closed.
+    pub fn close_user(&self, user_id: Uuid, reason: CloseReason) -> usize {
+        self.close_user_where(user_id, reason, |_| true)
+    }
+
+    /// Distinct users with at least one open connection in this process.
+    pub fn connected_users(&self) -> Vec<Uuid> {
+        let mut users: Vec<Uuid> = self
+            .shared
+            .connections
+            .read()
+            .values()
+            .map(|connection| connection.principal.user_id)
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        users
     }
 
     /// Number of connections that completed the handshake and have not closed yet.
@@ -164,6 +259,15 @@ impl HubShared {
         self.connections
             .write()
             .insert(connection.key, Arc::clone(connection));
+        if let Some(store) = self.presence.get() {
+            let groups = vec![connection.principal.tenant_group()];
+            presence::spawn_update(
+                Arc::clone(store),
+                groups,
+                presence::member_of(connection),
+                true,
+            );
+        }
 
         // A shutdown that started before the insert above did not see this connection.
         if self.is_shutting_down() {
@@ -173,9 +277,49 @@ impl HubShared {
 
     /// Removes a connection from every group and from the connection table.
     pub fn unregister(&self, connection: &Connection) {
-        for group in connection.group_names() {
-            self.groups.remove(&group, connection.key);
+        let groups = connection.group_names();
+        for group in &groups {
+            self.groups.remove(group, connection.key);
         }
-        self.connections.write().remove(&connection.key);
+        let registered = self.connections.write().remove(&connection.key).is_some();
+        if let (true, Some(store)) = (registered, self.presence.get()) {
+            presence::spawn_update(
+                Arc::clone(store),
+                groups,
+                presence::member_of(connection),
+                false,
+            );
+        }
+    }
+}
+
+/// Why the server closes a user's connections, which decides whether the client may
+/// reconnect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The user was disabled, removed from the tenant, or had their sessions revoked.
+    /// The client gets `allowReconnect: false`, because reconnecting with the same
+    /// credential would fail.
+    AccessRevoked,
+    /// The access token expired. The client gets `allowReconnect: true` and negotiates
+    /// again with a fresh token.
+    TokenExpired,
+}
+
+impl CloseReason {
+    /// The text sent as the `Close` message's error and logged.
+    pub fn description(self) -> &'static str {
+        match self {
+            CloseReason::AccessRevoked => "access revoked: sign in again",
+            CloseReason::TokenExpired => "access token expired: reconnect with a fresh token",
+        }
+    }
+
+    pub(crate) fn close_message(self) -> CloseMessage {
+        let error = self.description().to_owned();
+        match self {
+            CloseReason::AccessRevoked => CloseMessage::error(error),
+            CloseReason::TokenExpired => CloseMessage::reconnectable(Some(error)),
+        }
     }
 }

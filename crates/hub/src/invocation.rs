@@ -1,5 +1,6 @@
 //! Hub methods that clients invoke: `JoinTask(taskId)`, `JoinJob(jobId)`,
-//! `LeaveTask(taskId)`, `LeaveJob(jobId)` and `Resume([{group, after_seq}])`.
+//! `LeaveTask(taskId)`, `LeaveJob(jobId)`, `Resume([{group, after_seq}])` and
+//! `OnlineUsers()`.
 //!
 //! A join must give the client every message of the group after the snapshot's sequence
 //! number and nothing at or before it. The connection therefore starts holding back the
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use crate::backend::{JoinError, JoinTarget};
 use crate::connection::Connection;
 use crate::hub::HubShared;
+use crate::presence;
 use crate::protocol::Invocation;
 use crate::resume;
 
@@ -42,6 +44,8 @@ pub(crate) async fn handle(
         "LeaveTask" => parse_target(arguments, "LeaveTask", JoinTarget::Task).map(Method::Leave),
         "LeaveJob" => parse_target(arguments, "LeaveJob", JoinTarget::Job).map(Method::Leave),
         "Resume" => resume::parse_arguments(arguments).map(Method::Resume),
+        "OnlineUsers" if arguments.is_empty() => Ok(Method::OnlineUsers),
+        "OnlineUsers" => Err("OnlineUsers expects no arguments".to_owned()),
         other => Err(format!("unknown hub method '{other}'")),
     };
 
@@ -49,6 +53,7 @@ pub(crate) async fn handle(
         Ok(Method::Join(target)) => join(shared, connection, id, target).await,
         Ok(Method::Leave(target)) => leave(shared, connection, id, target),
         Ok(Method::Resume(requests)) => resume::resume(shared, connection, id, requests).await,
+        Ok(Method::OnlineUsers) => online_users(shared, connection, id).await,
         Err(error) => {
             tracing::debug!(method = %invocation.target, %error, "hub invocation rejected");
             complete_with_error(connection, id, &error);
@@ -61,6 +66,7 @@ enum Method {
     Join(JoinTarget),
     Leave(JoinTarget),
     Resume(Vec<resume::ResumeRequest>),
+    OnlineUsers,
 }
 
 fn parse_target(
@@ -87,6 +93,10 @@ fn leave(
     let was_member = connection.leave(&group);
     shared.groups.remove(&group, connection.key);
     tracing::debug!(%group, was_member, "hub connection left group");
+    if let (true, Some(store)) = (was_member, shared.presence.get()) {
+        let member = presence::member_of(connection);
+        presence::spawn_update(std::sync::Arc::clone(store), vec![group], member, false);
+    }
     if let Some(id) = invocation_id {
         connection.send(
             connection
@@ -152,6 +162,33 @@ async fn join(
     });
     connection.finish_join(&group, completion, grant.seq);
     tracing::debug!(%group, seq = grant.seq, "hub join completed");
+    if let Some(store) = shared.presence.get() {
+        let member = presence::member_of(connection);
+        presence::update(store.as_ref(), &[group], &member, true).await;
+    }
+}
+
+/// Completes with `{"group", "users": [{"user_id"}]}`, the users online in the
+/// connection's tenant, or with an error when no presence store is set or it failed.
+async fn online_users(shared: &HubShared, connection: &Connection, invocation_id: Option<&str>) {
+    let Some(id) = invocation_id else {
+        return;
+    };
+    let group = connection.principal.tenant_group();
+    let Some(store) = shared.presence.get() else {
+        complete_with_error(connection, Some(id), "presence is not enabled on this server");
+        return;
+    };
+    match store.users(&group).await {
+        Ok(users) => {
+            let result = presence::users_argument(&group, &users);
+            connection.send(connection.protocol().completion_result(id, &result));
+        }
+        Err(error) => {
+            tracing::error!(%error, %group, "reading online users failed");
+            complete_with_error(connection, Some(id), "reading online users failed");
+        }
+    }
 }
 
 const INTERNAL_ERROR: &str = "join failed because of an internal server error";

@@ -67,6 +67,7 @@ mod invocation;
 mod msgpack;
 mod negotiate;
 mod outbound;
+mod presence;
 mod protocol;
 mod resume;
 mod session;
@@ -78,6 +79,7 @@ pub use backend::{
 };
 pub use cluster::{owner_key, ConnectionOwners, HubCluster, OwnersUnavailable};
 pub use forward::{forward_request, forwarding_client, ForwardError};
-pub use hub::Hub;
+pub use hub::{CloseReason, Hub};
+pub use presence::{PresenceError, PresenceMember, PresenceStore};
 pub use session::CLOSE_TIMEOUT;
 pub use settings::{HubSettings, InvalidHubSettings};

@@ -231,10 +231,7 @@ mod tests {
     use uuid::Uuid;
 
     fn principal() -> Principal {
-        Principal {
-            user_id: Uuid::new_v4(),
-            tenant_id: Uuid::new_v4(),
-        }
+        Principal::new(Uuid::new_v4(), Uuid::new_v4())
     }
 
     #[test]

@@ -110,10 +110,7 @@ mod tests {
     use uuid::Uuid;
 
     fn pump(keep_alive: Option<Duration>) -> (Arc<Connection>, OutboundPump) {
-        let principal = Principal {
-            user_id: Uuid::nil(),
-            tenant_id: Uuid::nil(),
-        };
+        let principal = Principal::new(Uuid::nil(), Uuid::nil());
         let (connection, receiver) = Connection::new(1, "c1".to_owned(), principal, 8);
         let connection = Arc::new(connection);
         let pump = OutboundPump::new(receiver, Arc::clone(&connection), keep_alive);

@@ -204,10 +204,7 @@ mod tests {
     use super::*;
 
     fn principal() -> Principal {
-        Principal {
-            user_id: Uuid::new_v4(),
-            tenant_id: Uuid::new_v4(),
-        }
+        Principal::new(Uuid::new_v4(), Uuid::new_v4())
     }
 
     #[test]

@@ -10,14 +10,14 @@ use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
-use tokio::time::timeout;
+use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument as _;
 
 use crate::backend::Principal;
 use crate::connection::{Connection, Frame};
 use crate::framing::{FramingError, RecordReader, RECORD_SEPARATOR};
 use crate::http_transport::HttpInbound;
-use crate::hub::HubShared;
+use crate::hub::{CloseReason, HubShared};
 use crate::invocation;
 use crate::msgpack::{self, BinaryReader};
 use crate::outbound::OutboundPump;
@@ -368,10 +368,16 @@ async fn read_loop(
     mut reader: MessageReader,
 ) {
     let settings = &shared.settings;
+    let expiry = expiry_instant(&connection.principal);
     loop {
         let event = tokio::select! {
             biased;
             () = connection.closed() => return,
+            () = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                tracing::info!("hub connection's access token expired");
+                connection.close(Some(CloseReason::TokenExpired.close_message()));
+                return;
+            }
             event = inbound.next(settings.client_timeout) => event,
         };
 
@@ -407,6 +413,16 @@ async fn read_loop(
             return;
         }
     }
+}
+
+/// Converts the credential's expiry into an instant of the tokio clock. An expiry in the
+/// past gives the current instant, so the connection closes at once.
+fn expiry_instant(principal: &Principal) -> Option<Instant> {
+    let expires_at = principal.expires_at?;
+    let remaining = expires_at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(Instant::now() + remaining)
 }
 
 /// Splits incoming bytes into the messages of the connection's hub protocol.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -23,6 +24,10 @@ pub const CHANNEL: &str = "tasklane_access";
 
 /// Entries kept before the cache is emptied and refilled; bounds memory, not correctness.
 const MAX_ENTRIES: usize = 100_000;
+
+/// Changes buffered per subscriber of [`AccessCache::subscribe`]. A subscriber that falls
+/// further behind gets `RecvError::Lagged` and must recheck every user.
+const CHANGE_CAPACITY: usize = 1024;
 
 /// Delay before reconnecting a listener whose connection failed.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
@@ -46,6 +51,16 @@ impl UserAccess {
     }
 }
 
+/// A change of access announced to [`AccessCache::subscribe`] receivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessChange {
+    /// The user's revocation version, disabled flag or memberships may have changed.
+    User(Uuid),
+    /// Any user's access may have changed, for example while the listener was
+    /// reconnecting.
+    All,
+}
+
 #[derive(Clone)]
 pub struct AccessCache {
     inner: Arc<Inner>,
@@ -58,6 +73,7 @@ struct Inner {
     /// possibly older result.
     generation: AtomicU64,
     listening: AtomicBool,
+    changes: broadcast::Sender<AccessChange>,
 }
 
 impl AccessCache {
@@ -68,6 +84,7 @@ impl AccessCache {
             entries: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
+            changes: broadcast::channel(CHANGE_CAPACITY).0,
         };
         Self {
             inner: Arc::new(inner),
@@ -100,6 +117,12 @@ impl AccessCache {
             entries.insert(user_id, access.clone());
         }
         Ok(Some(access))
+    }
+
+    /// Returns a receiver of every access change the listener sees from now on, sent after
+    /// the cache entry is dropped, so a lookup on receipt reads the new state.
+    pub fn subscribe(&self) -> broadcast::Receiver<AccessChange> {
+        self.inner.changes.subscribe()
     }
 
     /// Returns whether the listener is connected, so lookups are cached.
@@ -178,6 +201,9 @@ impl AccessCache {
             .unwrap_or_else(|e| e.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         entries.remove(&user_id);
+        drop(entries);
+        // An error only means that nobody subscribed.
+        let _ = self.inner.changes.send(AccessChange::User(user_id));
     }
 
     fn invalidate_all(&self) {
@@ -188,6 +214,8 @@ impl AccessCache {
             .unwrap_or_else(|e| e.into_inner());
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         entries.clear();
+        drop(entries);
+        let _ = self.inner.changes.send(AccessChange::All);
     }
 
     fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Uuid, Arc<UserAccess>>> {

@@ -101,6 +101,25 @@ impl Application {
             tasks.spawn(run_backplane(settings.clone(), hub.clone(), cancel.clone()));
         }
 
+        if let Some(hub) = &hub {
+            let redis_url = settings.redis.url.expose_secret();
+            crate::presence::start(
+                hub,
+                redis_url,
+                &settings.namespace,
+                &settings.presence,
+                &mut tasks,
+                &cancel,
+            )
+            .await;
+            let enforce = crate::hub_access::enforce_access_changes(
+                hub.clone(),
+                access.clone(),
+                cancel.clone(),
+            );
+            tasks.spawn(enforce);
+        }
+
         let mut router = Router::new();
         if roles.contains(&Role::Api) {
             let state = AppState {

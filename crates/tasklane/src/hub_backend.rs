@@ -1,5 +1,7 @@
 //! The hub's view of the database: who a token belongs to, and what they may join.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use tasklane_auth::TokenIssuer;
 use tasklane_hub::{
     AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
@@ -43,6 +45,10 @@ impl HubBackend for StoreHubBackend {
             Some(_) => Ok(Principal {
                 user_id: claims.sub,
                 tenant_id: claims.tid,
+                expires_at: u64::try_from(claims.exp)
+                    .ok()
+                    .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds)),
+                revocation_version: claims.ver,
             }),
             None => Err(AuthRejected::new("not a member of the token's tenant")),
         }

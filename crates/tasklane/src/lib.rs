@@ -3,8 +3,10 @@
 
 pub mod app;
 pub mod cli;
+pub mod hub_access;
 pub mod hub_backend;
 pub mod import_client;
+pub mod presence;
 pub mod probes;
 pub mod roles;
 pub mod token_keys;

@@ -183,10 +183,7 @@ async fn main() -> anyhow::Result<()> {
     let open_files = raise_nofile_limit().context("failed to raise RLIMIT_NOFILE")?;
 
     let backend = Arc::new(BenchBackend {
-        principal: Principal {
-            user_id: Uuid::from_u64_pair(0, 1),
-            tenant_id: Uuid::from_u64_pair(0, 2),
-        },
+        principal: Principal::new(Uuid::from_u64_pair(0, 1), Uuid::from_u64_pair(0, 2)),
     });
     let hub = Hub::new(backend, HubSettings::default());
     let group = JoinTarget::Task(args.task_id).group();

@@ -30,10 +30,7 @@ pub const RECORD_SEPARATOR: char = '\u{1e}';
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn principal() -> Principal {
-    Principal {
-        user_id: Uuid::new_v4(),
-        tenant_id: Uuid::new_v4(),
-    }
+    Principal::new(Uuid::new_v4(), Uuid::new_v4())
 }
 
 /// Returns the bearer token that [`TestBackend`] accepts for `principal`.
@@ -44,10 +41,7 @@ pub fn token_for(principal: &Principal) -> String {
 fn parse_token(token: &str) -> Option<Principal> {
     let rest = token.strip_prefix("user-")?;
     let (user, tenant) = rest.split_once("-tenant-")?;
-    Some(Principal {
-        user_id: Uuid::parse_str(user).ok()?,
-        tenant_id: Uuid::parse_str(tenant).ok()?,
-    })
+    Some(Principal::new(Uuid::parse_str(user).ok()?, Uuid::parse_str(tenant).ok()?))
 }
 
 struct Entity {

@@ -1,0 +1,196 @@
+//! Presence: the users viewing each task and the users online in each tenant.
+//!
+//! Every connection is a member of its tenant's presence set, and of a task's presence
+//! set while it has joined the task's group. The sets live in a [`PresenceStore`] that
+//! every hub node shares. Each node refreshes its connections' entries every heartbeat
+//! interval, and the store drops entries that were not refreshed within its expiry, so
+//! the entries of a node that dies without a clean shutdown age out.
+//!
+//! When a set changes, the store publishes its users to every node, and each node sends
+//! them with [`crate::Hub::dispatch_presence`] to its own connections in the group:
+//! `viewers` for a `task:{id}` group and `onlineUsers` for a `tenant:{id}` group, with one
+//! argument `{"group", "users": [{"user_id"}]}`. These messages carry no sequence number,
+//! so `Resume` never replays them: a client that reconnects receives the current set with
+//! the next change, or reads it with the `OnlineUsers` hub method.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::connection::Connection;
+
+/// One connection's entry in a presence set. A user with two connections has two
+/// entries, so closing one of them keeps the user present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceMember {
+    pub user_id: Uuid,
+    /// The connection's public id from negotiate, unique across nodes.
+    pub connection_id: String,
+}
+
+/// Failure of the presence store, logged by the hub.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("presence store failed: {0}")]
+pub struct PresenceError(pub String);
+
+/// Storage of presence sets shared by every hub node, keyed by group name.
+#[async_trait::async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Adds `members` to the set of `group`, or refreshes their heartbeat, and drops the
+    /// set's expired entries. When that changed the set's users, publishes them to every
+    /// node.
+    async fn refresh(&self, group: &str, members: &[PresenceMember]) -> Result<(), PresenceError>;
+
+    /// Removes `members` from the set of `group` and drops its expired entries. When that
+    /// changed the set's users, publishes them to every node.
+    async fn remove(&self, group: &str, members: &[PresenceMember]) -> Result<(), PresenceError>;
+
+    /// Returns the distinct users of the set of `group` whose entries have not expired.
+    async fn users(&self, group: &str) -> Result<Vec<Uuid>, PresenceError>;
+}
+
+/// Returns whether `group` has a presence set: task groups for viewers and tenant groups
+/// for online users.
+pub(crate) fn is_presence_group(group: &str) -> bool {
+    group.starts_with("task:") || group.starts_with("tenant:")
+}
+
+/// Returns the client method that receives the users of a presence set, or `None` for a
+/// group without one.
+pub(crate) fn client_method(group: &str) -> Option<&'static str> {
+    if group.starts_with("task:") {
+        Some("viewers")
+    } else if group.starts_with("tenant:") {
+        Some("onlineUsers")
+    } else {
+        None
+    }
+}
+
+/// Builds the argument of a `viewers` or `onlineUsers` invocation.
+pub(crate) fn users_argument(group: &str, users: &[Uuid]) -> Value {
+    let users: Vec<Value> = users
+        .iter()
+        .map(|user_id| json!({ "user_id": user_id }))
+        .collect();
+    json!({ "group": group, "users": users })
+}
+
+pub(crate) fn member_of(connection: &Connection) -> PresenceMember {
+    PresenceMember {
+        user_id: connection.principal.user_id,
+        connection_id: connection.connection_id.clone(),
+    }
+}
+
+/// Adds (`present`) or removes one connection's entries in `groups`, in the background,
+/// because connections register and unregister in synchronous code.
+pub(crate) fn spawn_update(
+    store: Arc<dyn PresenceStore>,
+    groups: Vec<String>,
+    member: PresenceMember,
+    present: bool,
+) {
+    tokio::spawn(async move {
+        update(store.as_ref(), &groups, &member, present).await;
+    });
+}
+
+/// Adds (`present`) or removes one connection's entries in `groups`, logging failures.
+pub(crate) async fn update(
+    store: &dyn PresenceStore,
+    groups: &[String],
+    member: &PresenceMember,
+    present: bool,
+) {
+    let members = std::slice::from_ref(member);
+    for group in groups.iter().filter(|group| is_presence_group(group)) {
+        let result = if present {
+            store.refresh(group, members).await
+        } else {
+            store.remove(group, members).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                %error,
+                %group,
+                connection_id = %member.connection_id,
+                present,
+                "presence update failed"
+            );
+        }
+    }
+}
+
+/// Refreshes the entries of `connections` every `interval` until `shutdown` is
+/// cancelled, one store call per presence group.
+pub(crate) async fn run_heartbeat(
+    store: Arc<dyn PresenceStore>,
+    connections: impl Fn() -> Vec<Arc<Connection>>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let mut by_group: HashMap<String, Vec<PresenceMember>> = HashMap::new();
+        for connection in connections() {
+            if connection.is_closing() {
+                continue;
+            }
+            for group in connection.joined_group_names() {
+                if is_presence_group(&group) {
+                    by_group
+                        .entry(group)
+                        .or_default()
+                        .push(member_of(&connection));
+                }
+            }
+        }
+        for (group, members) in by_group {
+            if let Err(error) = store.refresh(&group, &members).await {
+                tracing::warn!(%error, %group, "presence heartbeat failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_groups_are_tasks_and_tenants() {
+        assert!(is_presence_group("task:1"));
+        assert!(is_presence_group("tenant:1"));
+        assert!(!is_presence_group("job:1"));
+        assert!(!is_presence_group("user:1"));
+    }
+
+    #[test]
+    fn client_method_follows_group_kind() {
+        assert_eq!(client_method("task:1"), Some("viewers"));
+        assert_eq!(client_method("tenant:1"), Some("onlineUsers"));
+        assert_eq!(client_method("job:1"), None);
+    }
+
+    #[test]
+    fn users_argument_lists_user_ids() {
+        let user_id = Uuid::nil();
+
+        let argument = users_argument("task:1", &[user_id]);
+
+        assert_eq!(
+            argument,
+            json!({ "group": "task:1", "users": [{ "user_id": user_id }] })
+        );
+    }
+}

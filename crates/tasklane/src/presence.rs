@@ -1,0 +1,276 @@
+//! Presence sets in Redis, and the subscription that brings their changes to this
+//! node's hub.
+//!
+//! Each set is a sorted set `{prefix}:presence:{group}` whose members are
+//! `{user_id}/{connection_id}`, scored by the last heartbeat in milliseconds of the Redis
+//! server clock, so nodes with skewed clocks agree on what expired. Every change runs as
+//! one Lua script that updates the set, drops expired entries and publishes the set's
+//! members on `{prefix}:hub:presence`. Redis runs scripts one at a time and delivers
+//! published messages in order, so the last message every node receives for a group
+//! matches the set's final state.
+//!
+//! Presence changes use their own channel rather than the relay's backplane, because
+//! they are not numbered group messages: they are sent once, never stored, and never
+//! replayed by `Resume`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use redis::aio::ConnectionManager;
+use tasklane_config::{NamespaceSettings, PresenceSettings};
+use tasklane_hub::{Hub, PresenceError, PresenceMember, PresenceStore};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Channel name under the namespace prefix on which presence changes are published.
+pub const PRESENCE_CHANNEL: &str = "hub:presence";
+
+/// Delay before a failed subscription connects again.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+
+/// Updates one set and publishes it when it changed. KEYS[1] is the set; ARGV is the
+/// channel, the group, the expiry in milliseconds, `refresh` or `remove`, then members.
+/// Returns the number of entries added, removed or expired.
+const UPDATE_SCRIPT: &str = r"
+local key = KEYS[1]
+local channel, group, op = ARGV[1], ARGV[2], ARGV[4]
+local expiry = tonumber(ARGV[3])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local changed = redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - expiry))
+for i = 5, #ARGV do
+  if op == 'refresh' then
+    changed = changed + redis.call('ZADD', key, now, ARGV[i])
+  else
+    changed = changed + redis.call('ZREM', key, ARGV[i])
+  end
+end
+if redis.call('EXISTS', key) == 1 then
+  redis.call('PEXPIRE', key, expiry)
+end
+if changed > 0 then
+  local members = redis.call('ZRANGE', key, 0, -1)
+  redis.call('PUBLISH', channel, group .. '\n' .. table.concat(members, ' '))
+end
+return changed
+";
+
+/// Returns the members of a set whose heartbeat is within the expiry. KEYS[1] is the set
+/// and ARGV[1] the expiry in milliseconds.
+const MEMBERS_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+";
+
+/// The [`PresenceStore`] of every hub node, in Redis.
+pub struct RedisPresence {
+    connection: ConnectionManager,
+    namespace: NamespaceSettings,
+    expiry: Duration,
+}
+
+impl RedisPresence {
+    /// Connects to Redis at `url`.
+    pub async fn connect(
+        url: &str,
+        namespace: NamespaceSettings,
+        settings: &PresenceSettings,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let connection = ConnectionManager::new(client).await?;
+        Ok(Self {
+            connection,
+            namespace,
+            expiry: settings.expiry,
+        })
+    }
+
+    fn key(&self, group: &str) -> String {
+        self.namespace.redis_key(&format!("presence:{group}"))
+    }
+
+    fn expiry_millis(&self) -> u64 {
+        u64::try_from(self.expiry.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn update(
+        &self,
+        group: &str,
+        members: &[PresenceMember],
+        operation: &str,
+    ) -> Result<(), PresenceError> {
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(UPDATE_SCRIPT)
+            .arg(1)
+            .arg(self.key(group))
+            .arg(self.namespace.redis_key(PRESENCE_CHANNEL))
+            .arg(group)
+            .arg(self.expiry_millis())
+            .arg(operation);
+        for member in members {
+            command.arg(format!("{}/{}", member.user_id, member.connection_id));
+        }
+        let mut connection = self.connection.clone();
+        command
+            .query_async::<i64>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(|error| PresenceError(error.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for RedisPresence {
+    async fn refresh(&self, group: &str, members: &[PresenceMember]) -> Result<(), PresenceError> {
+        self.update(group, members, "refresh").await
+    }
+
+    async fn remove(&self, group: &str, members: &[PresenceMember]) -> Result<(), PresenceError> {
+        self.update(group, members, "remove").await
+    }
+
+    async fn users(&self, group: &str) -> Result<Vec<Uuid>, PresenceError> {
+        let mut connection = self.connection.clone();
+        let members: Vec<String> = redis::cmd("EVAL")
+            .arg(MEMBERS_SCRIPT)
+            .arg(1)
+            .arg(self.key(group))
+            .arg(self.expiry_millis())
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| PresenceError(error.to_string()))?;
+        Ok(distinct_users(members.iter().map(String::as_str)))
+    }
+}
+
+/// Returns the distinct user ids of `{user_id}/{connection_id}` members, sorted, and
+/// skips members that do not start with a user id.
+fn distinct_users<'a>(members: impl Iterator<Item = &'a str>) -> Vec<Uuid> {
+    let mut users: Vec<Uuid> = members
+        .filter_map(|member| member.split_once('/'))
+        .filter_map(|(user_id, _)| user_id.parse().ok())
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    users
+}
+
+/// Splits a published change, `{group}\n{member} {member}...`, into the group and its
+/// distinct users.
+fn parse_change(payload: &str) -> Option<(&str, Vec<Uuid>)> {
+    let (group, members) = payload.split_once('\n')?;
+    Some((group, distinct_users(members.split_whitespace())))
+}
+
+/// Delivers published presence changes to `hub` until `shutdown` is cancelled, and
+/// subscribes again after a lost connection.
+///
+/// NOTE: a change published while the subscription is down is lost, so this node's
+/// clients keep an outdated list until the group's next change.
+pub async fn run_subscriber(
+    redis_url: String,
+    channel: String,
+    hub: Hub,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = subscribe_once(&redis_url, &channel, &hub) => {
+                if let Err(error) = result {
+                    tracing::warn!(%error, %channel, "presence subscription failed, subscribing again");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+        }
+    }
+}
+
+async fn subscribe_once(
+    redis_url: &str,
+    channel: &str,
+    hub: &Hub,
+) -> Result<(), redis::RedisError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    let mut messages = pubsub.into_on_message();
+    while let Some(message) = messages.next().await {
+        let Ok(payload) = message.get_payload::<String>() else {
+            tracing::warn!(%channel, "presence change is not text, dropped");
+            continue;
+        };
+        match parse_change(&payload) {
+            Some((group, users)) => hub.dispatch_presence(group, &users),
+            None => tracing::warn!(%channel, "presence change has no group line, dropped"),
+        }
+    }
+    Err(redis::RedisError::from((
+        redis::ErrorKind::IoError,
+        "presence subscription ended",
+    )))
+}
+
+/// Connects the presence store and starts its subscriber and the hub's heartbeat on
+/// `tasks`. Logs and leaves presence off when Redis cannot be reached.
+pub async fn start(
+    hub: &Hub,
+    redis_url: &str,
+    namespace: &NamespaceSettings,
+    settings: &PresenceSettings,
+    tasks: &mut tokio::task::JoinSet<()>,
+    shutdown: &CancellationToken,
+) {
+    let store = match RedisPresence::connect(redis_url, namespace.clone(), settings).await {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "presence store could not connect to redis, presence is off");
+            return;
+        }
+    };
+    hub.set_presence(Arc::new(store));
+    let channel = namespace.redis_key(PRESENCE_CHANNEL);
+    tasks.spawn(run_subscriber(
+        redis_url.to_owned(),
+        channel,
+        hub.clone(),
+        shutdown.clone(),
+    ));
+    let (hub, interval, shutdown) = (hub.clone(), settings.heartbeat_interval, shutdown.clone());
+    tasks.spawn(async move { hub.run_presence_heartbeat(interval, shutdown).await });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_change_dedups_users() {
+        let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let payload = format!("task:x\n{second}/c1 {first}/c2 {second}/c3");
+
+        let (group, users) = parse_change(&payload).unwrap();
+
+        assert_eq!(group, "task:x");
+        assert_eq!(users, [first, second]);
+    }
+
+    #[test]
+    fn parse_change_of_empty_set() {
+        let (group, users) = parse_change("tenant:x\n").unwrap();
+
+        assert_eq!(group, "tenant:x");
+        assert!(users.is_empty());
+    }
+
+    #[test]
+    fn parse_change_without_group_line_fails() {
+        assert!(parse_change("task:x").is_none());
+    }
+}
