@@ -9,7 +9,7 @@ pub const QUEUE_BINDINGS: &[(&str, &[&str])] = &[
     ("task.notifications", &["comment.created", "task.reminder"]),
     ("task.analytics", &["task.*", "comment.*", "job.*"]),
     ("task.audit", &["#"]),
-    ("task.email", &["task.reminder", "user.*"]),
+    ("task.email", &["task.reminder", "user.*", "mail.queued"]),
 ];
 
 #[derive(Clone, Debug)]
@@ -70,5 +70,9 @@ impl Topology {
 
     pub fn notifications_queue(&self) -> String {
         self.name("task.notifications")
+    }
+
+    pub fn email_queue(&self) -> String {
+        self.name("task.email")
     }
 }

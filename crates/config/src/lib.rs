@@ -30,6 +30,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub import: ImportSettings,
     pub relay: RelaySettings,
+    pub mail: MailSettings,
     pub presence: PresenceSettings,
     pub log: LogSettings,
     #[serde(default)]
@@ -202,6 +203,34 @@ pub struct PresenceSettings {
     pub expiry: Duration,
 }
 
+/// Account mail (address verification, password reset) and the SMTP server that sends it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    /// Host name or address of the SMTP server. The connection is plain SMTP without TLS,
+    /// so use a relay on the same host or a trusted network.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// User name for SMTP authentication; no authentication when absent. The password
+    /// then travels unencrypted, like the mail.
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<SecretString>,
+    /// The `From` header of every mail, such as `Tasklane <no-reply@example.com>`.
+    pub from: String,
+    /// Base URL of the web page that links in mail point to, such as
+    /// `https://tasklane.example.com`.
+    pub public_url: String,
+    /// How long an address verification link works.
+    #[serde(with = "humantime_serde")]
+    pub verification_ttl: Duration,
+    /// How long a password reset link works.
+    #[serde(with = "humantime_serde")]
+    pub password_reset_ttl: Duration,
+    /// How long the email worker waits for the SMTP server before it requeues the mail.
+    #[serde(with = "humantime_serde")]
+    pub smtp_timeout: Duration,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -271,6 +300,15 @@ retry_delay = "2s"
 [presence]
 heartbeat_interval = "10s"
 expiry = "30s"
+
+[mail]
+smtp_host = "127.0.0.1"
+smtp_port = 2525
+from = "Tasklane <no-reply@localhost>"
+public_url = "http://127.0.0.1:8080"
+verification_ttl = "24h"
+password_reset_ttl = "30m"
+smtp_timeout = "10s"
 
 [log]
 format = "text"

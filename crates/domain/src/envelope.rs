@@ -67,6 +67,10 @@ pub enum EventType {
     MemberInvited,
     MemberJoined,
     MemberRoleChanged,
+    MailQueued,
+    EmailVerified,
+    PasswordResetRequested,
+    PasswordReset,
 }
 
 impl EventType {
@@ -89,6 +93,10 @@ impl EventType {
             EventType::MemberInvited => "member.invited",
             EventType::MemberJoined => "member.joined",
             EventType::MemberRoleChanged => "member.role_changed",
+            EventType::MailQueued => "mail.queued",
+            EventType::EmailVerified => "auth.email_verified",
+            EventType::PasswordResetRequested => "auth.password_reset_requested",
+            EventType::PasswordReset => "auth.password_reset",
         }
     }
 }

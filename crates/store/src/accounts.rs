@@ -306,3 +306,49 @@ pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     sqlx::query("select 1").execute(pool).await?;
     Ok(())
 }
+
+/// A person as account mail needs them.
+#[derive(Debug, Clone, FromRow)]
+pub struct MailRecipient {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+}
+
+/// Finds the account with this e-mail address, compared case-insensitively.
+pub async fn find_by_email(
+    executor: impl sqlx::PgExecutor<'_>,
+    email: &str,
+) -> Result<Option<MailRecipient>, StoreError> {
+    let row = sqlx::query_as::<_, MailRecipient>(
+        "select id as user_id, email, name from users
+         where lower(email) = lower($1) and disabled_at is null",
+    )
+    .bind(email)
+    .fetch_optional(executor)
+    .await?;
+    Ok(row)
+}
+
+/// Records that the person receives mail at their address, unless that was recorded before.
+pub async fn mark_email_verified(tx: &mut Tx<'_>, user_id: Uuid) -> Result<(), StoreError> {
+    sqlx::query(
+        "update users set email_verified_at = now() where id = $1 and email_verified_at is null",
+    )
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Reports whether the person has verified their e-mail address.
+pub async fn is_email_verified(pool: &PgPool, user_id: Uuid) -> Result<bool, StoreError> {
+    let verified = sqlx::query_scalar(
+        "select email_verified_at is not null from users where id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(StoreError::NotFound("user"))?;
+    Ok(verified)
+}

@@ -4,6 +4,7 @@
 //! so a change and the news of it commit together or not at all.
 
 pub mod access_cache;
+pub mod account_tokens;
 pub mod accounts;
 pub mod api_tokens;
 pub mod auth_events;
@@ -16,6 +17,7 @@ pub mod import;
 pub mod invitations;
 pub mod jobs;
 pub mod login_attempts;
+pub mod mail;
 pub mod notifications;
 pub mod outbox;
 pub mod projects;

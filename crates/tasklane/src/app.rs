@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub_backend::StoreHubBackend;
+use crate::hub_cluster::hub_cluster;
 use crate::probes::{KafkaProbe, RabbitProbe};
 use crate::roles::Role;
 
@@ -89,13 +90,25 @@ impl Application {
             tasks.spawn(access.clone().listen(cancel.clone().cancelled_owned()));
         }
 
+        // Bound before the hub is built, because the hub advertises the bound address.
+        let listener = if roles.contains(&Role::Api) || roles.contains(&Role::Hub) {
+            let listener = tokio::net::TcpListener::bind(settings.server.bind)
+                .await
+                .with_context(|| format!("binding {}", settings.server.bind))?;
+            Some(listener)
+        } else {
+            None
+        };
+        let address = listener.as_ref().map(|l| l.local_addr()).transpose()?;
+
         let hub = roles.contains(&Role::Hub).then(|| {
             let backend = StoreHubBackend {
                 pool: pool.clone(),
                 tokens: tokens.clone(),
                 access: access.clone(),
             };
-            Hub::new(Arc::new(backend), HubSettings::default())
+            let cluster = address.map(|bound| hub_cluster(&settings.hub, cache.clone(), bound));
+            Hub::with_cluster(Arc::new(backend), HubSettings::default(), cluster)
         });
         if let Some(hub) = &hub {
             tasks.spawn(run_backplane(settings.clone(), hub.clone(), cancel.clone()));
@@ -135,10 +148,7 @@ impl Application {
         if let Some(hub) = &hub {
             router = router.merge(hub.router());
         }
-        let address = if roles.contains(&Role::Api) || roles.contains(&Role::Hub) {
-            let listener = tokio::net::TcpListener::bind(settings.server.bind)
-                .await
-                .with_context(|| format!("binding {}", settings.server.bind))?;
+        if let Some(listener) = listener {
             let address = listener.local_addr()?;
             let shutdown = cancel.clone();
             tasks.spawn(async move {
@@ -156,10 +166,7 @@ impl Application {
                 }
             });
             tracing::info!(%address, "http server listening");
-            Some(address)
-        } else {
-            None
-        };
+        }
 
         let topics = kafka_topics(&topology, settings.kafka.partitions);
         if roles.contains(&Role::Relay) && !roles.contains(&Role::Bulk) {

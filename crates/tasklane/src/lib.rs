@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod hub_access;
 pub mod hub_backend;
+pub mod hub_cluster;
 pub mod import_client;
 pub mod presence;
 pub mod probes;
