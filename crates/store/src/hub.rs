@@ -1,6 +1,13 @@
 //! The hub's durable message log: one sequence per group, every message kept in
-//! `hub_messages` so a client can catch up from PostgreSQL.
+//! `hub_messages` so a client can catch up from PostgreSQL, and one global position per
+//! message so a hub node can follow the log when the Redis backplane is down.
+//!
+//! Retention: the relay deletes messages older than its retention period with [`prune`].
+//! A client that resumes from before that gets `resync`.
 
+use std::time::Duration;
+
+pub use sqlx::postgres::PgListener;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -11,6 +18,9 @@ use crate::StoreError;
 pub struct SequencedMessage {
     pub group_name: String,
     pub seq: i64,
+    /// Global delivery order across groups: increases in the relay's commit order, with
+    /// gaps where a relay transaction rolled back.
+    pub position: i64,
     pub event_id: Uuid,
     pub method: String,
     pub envelope: serde_json::Value,
@@ -38,19 +48,22 @@ pub async fn append(
     .fetch_one(&mut *conn)
     .await?;
     let envelope = build_envelope(seq);
-    sqlx::query(
-        "insert into hub_messages (group_name, seq, event_id, method, envelope) values ($1, $2, $3, $4, $5)",
+    let position: i64 = sqlx::query_scalar(
+        "insert into hub_messages (group_name, seq, event_id, method, envelope)
+         values ($1, $2, $3, $4, $5)
+         returning position",
     )
     .bind(group_name)
     .bind(seq)
     .bind(event_id)
     .bind(method)
     .bind(&envelope)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(SequencedMessage {
         group_name: group_name.to_owned(),
         seq,
+        position,
         event_id,
         method: method.to_owned(),
         envelope,
@@ -90,7 +103,7 @@ pub async fn messages_after(
     }
 
     let messages: Vec<SequencedMessage> = sqlx::query_as(
-        "select group_name, seq, event_id, method, envelope from hub_messages
+        "select group_name, seq, position, event_id, method, envelope from hub_messages
          where group_name = $1 and seq > $2 and seq <= $3
          order by seq",
     )
@@ -103,4 +116,75 @@ pub async fn messages_after(
         return Ok(None);
     }
     Ok(Some(messages))
+}
+
+/// PostgreSQL notification channel on which the relay announces new hub messages.
+pub const NOTIFY_CHANNEL: &str = "hub_messages";
+
+/// Sends a notification on [`NOTIFY_CHANNEL`]. PostgreSQL delivers it when the caller's
+/// transaction commits, and drops it when the transaction rolls back.
+pub async fn notify_appended(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("select pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Opens a connection that listens on [`NOTIFY_CHANNEL`].
+pub async fn listen(pool: &PgPool) -> Result<PgListener, StoreError> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Returns the highest position in `hub_messages`, 0 when the table is empty.
+pub async fn last_position(pool: &PgPool) -> Result<i64, StoreError> {
+    let position: Option<i64> = sqlx::query_scalar("select max(position) from hub_messages")
+        .fetch_one(pool)
+        .await?;
+    Ok(position.unwrap_or(0))
+}
+
+/// Reads up to `limit` messages of every group with a position greater than `after`, in
+/// position order.
+///
+/// Reading by position never skips a message. Only the relay inserts, under its hub lock,
+/// so a transaction that commits later always takes higher positions than every
+/// committed one.
+pub async fn messages_after_position(
+    pool: &PgPool,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<SequencedMessage>, StoreError> {
+    let messages = sqlx::query_as(
+        "select group_name, seq, position, event_id, method, envelope from hub_messages
+         where position > $1
+         order by position
+         limit $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(messages)
+}
+
+/// Deletes up to `limit` of the oldest messages recorded more than `retention` ago, and
+/// returns how many it deleted.
+///
+/// Only the `limit` lowest positions are examined. They are the oldest rows, give or take
+/// the few seconds a relay transaction waits for the hub lock, so a row that is not old
+/// enough yet only holds back the next call.
+pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64, StoreError> {
+    let result = sqlx::query(
+        "delete from hub_messages
+         where position in (select position from hub_messages order by position limit $2)
+           and created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
 }
