@@ -12,9 +12,10 @@ use tasklane_api::{AppState, DependencyProbe};
 use tasklane_auth::TokenIssuer;
 use tasklane_bus::kafka::{self, KafkaConsumer, KafkaProducer};
 use tasklane_bus::Topology;
+use tasklane_cache::backplane::HUB_CHANNEL;
 use tasklane_cache::Cache;
 use tasklane_config::Settings;
-use tasklane_hub::{Hub, HubMessage, HubSettings};
+use tasklane_hub::{Hub, HubSettings};
 use tasklane_store::access_cache::AccessCache;
 use tasklane_store::PgPool;
 use tasklane_workers::bulk::BulkWorker;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::hub_backend::StoreHubBackend;
 use crate::hub_cluster::hub_cluster;
+use crate::hub_feed::HubFeed;
 use crate::probes::{KafkaProbe, RabbitProbe};
 use crate::roles::Role;
 
@@ -106,12 +108,16 @@ impl Application {
                 pool: pool.clone(),
                 tokens: tokens.clone(),
                 access: access.clone(),
+                cache: cache.clone(),
             };
             let cluster = address.map(|bound| hub_cluster(&settings.hub, cache.clone(), bound));
             Hub::with_cluster(Arc::new(backend), HubSettings::default(), cluster)
         });
         if let Some(hub) = &hub {
-            tasks.spawn(run_backplane(settings.clone(), hub.clone(), cancel.clone()));
+            let channel = settings.namespace.redis_key(HUB_CHANNEL);
+            let redis_url = settings.redis.url.expose_secret().to_owned();
+            let feed = HubFeed::new(pool.clone(), hub.clone(), redis_url, channel);
+            tasks.spawn(feed.run(cancel.clone()));
         }
 
         if let Some(hub) = &hub {
@@ -184,7 +190,7 @@ impl Application {
                     topology.clone(),
                 )),
                 Arc::new(KafkaDestination::new(producer, topology.clone())),
-                Arc::new(HubDestination::new(cache.clone())),
+                Arc::new(HubDestination::new(cache.clone(), pool.clone())),
             ];
             tasks.spawn(relay::run(
                 pool.clone(),
@@ -290,21 +296,6 @@ async fn wait_for_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-}
-
-/// Feeds the hub with the relay's messages from the Redis backplane.
-async fn run_backplane(settings: Arc<Settings>, hub: Hub, cancel: CancellationToken) {
-    let channel = settings
-        .namespace
-        .redis_key(tasklane_cache::backplane::HUB_CHANNEL);
-    let url = settings.redis.url.expose_secret().to_owned();
-    tasklane_cache::backplane::subscribe(url, channel, cancel, move |payload| {
-        match serde_json::from_str::<HubMessage>(&payload) {
-            Ok(message) => hub.dispatch(&message),
-            Err(error) => tracing::warn!(%error, "backplane message is not a hub message, dropped"),
-        }
-    })
-    .await;
 }
 
 /// Lists the topics every Kafka role needs: (name, partitions, is the activity stream).

@@ -3,11 +3,14 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use tasklane_auth::TokenIssuer;
+use tasklane_cache::Cache;
 use tasklane_hub::{
-    AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
+    AuthRejected, CatchUp, HubBackend, JoinError, JoinGrant, JoinTarget, Principal,
 };
 use tasklane_store::access_cache::AccessCache;
 use tasklane_store::{hub, jobs, tasks, PgPool};
+
+use crate::hub_history;
 
 /// Maximum number of missed messages replayed per group on resume. A client that missed
 /// more fetches the current state again.
@@ -17,6 +20,8 @@ pub struct StoreHubBackend {
     pub pool: PgPool,
     pub tokens: TokenIssuer,
     pub access: AccessCache,
+    /// Redis, for the groups' recent message logs.
+    pub cache: Cache,
 }
 
 fn internal(error: tasklane_store::StoreError) -> JoinError {
@@ -84,40 +89,22 @@ impl HubBackend for StoreHubBackend {
         })
     }
 
-    /// Reads the group's missed messages from `hub_messages`, or returns `Resync` when the
-    /// table no longer contains all of them.
+    /// Reads the group's missed messages from its Redis log or, when the log lacks some,
+    /// from `hub_messages`, and returns `Resync` when neither contains all of them.
     async fn catch_up(
         &self,
         _principal: &Principal,
         group: &str,
         after_seq: i64,
     ) -> Result<CatchUp, JoinError> {
-        let stored = hub::messages_after(&self.pool, group, after_seq, MAX_CATCH_UP_MESSAGES)
-            .await
-            .map_err(internal)?;
-        let Some(stored) = stored else {
-            return Ok(CatchUp::Resync);
-        };
-        let messages = stored.into_iter().map(to_hub_message).collect();
-        Ok(CatchUp::Messages(messages))
-    }
-}
-
-/// Rebuilds the message the relay published from its stored envelope.
-fn to_hub_message(stored: hub::SequencedMessage) -> HubMessage {
-    let event_type = stored
-        .envelope
-        .get("type")
-        .and_then(|value| value.as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let data = stored.envelope.get("data").cloned().unwrap_or_default();
-    HubMessage {
-        group: stored.group_name,
-        seq: stored.seq,
-        event_id: stored.event_id,
-        event_type,
-        method: stored.method,
-        data,
+        hub_history::read_missed(
+            &self.pool,
+            &self.cache,
+            group,
+            after_seq,
+            MAX_CATCH_UP_MESSAGES,
+        )
+        .await
+        .map_err(internal)
     }
 }

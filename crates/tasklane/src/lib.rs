@@ -6,6 +6,8 @@ pub mod cli;
 pub mod hub_access;
 pub mod hub_backend;
 pub mod hub_cluster;
+pub mod hub_feed;
+pub mod hub_history;
 pub mod import_client;
 pub mod presence;
 pub mod probes;

@@ -45,6 +45,14 @@ pub struct Account {
 
 impl TestApp {
     pub async fn spawn() -> Self {
+        let redis_url = std::env::var("TASKLANE_REDIS__URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        Self::spawn_with_redis(&redis_url).await
+    }
+
+    /// Starts the application like [`Self::spawn`], with every role on the Redis server at
+    /// `redis_url`.
+    pub async fn spawn_with_redis(redis_url: &str) -> Self {
         let suffix = Uuid::new_v4().simple().to_string();
         let database = format!("tasklane_test_{suffix}");
         let admin = PgPool::connect(&server_url())
@@ -61,7 +69,7 @@ impl TestApp {
         let overrides = json!({
             "server": { "bind": "127.0.0.1:0" },
             "database": { "url": database_url, "max_connections": 10 },
-            "redis": { "url": std::env::var("TASKLANE_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()) },
+            "redis": { "url": redis_url },
             "rabbitmq": {
                 "url": std::env::var("TASKLANE_RABBITMQ__URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
                 "queue_type": "classic",

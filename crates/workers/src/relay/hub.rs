@@ -1,30 +1,76 @@
 //! Delivers events to the hub. The relay is the hub's only publisher: it numbers each
 //! group's messages, records them in `hub_messages` in the transaction that advances its
-//! cursor, and after the commit publishes them on the Redis backplane to every hub node.
+//! cursor, and after the commit appends them to each group's Redis log and publishes them
+//! on the Redis backplane to every hub node.
+//!
+//! The transaction also sends a PostgreSQL notification, so hub nodes that cannot reach
+//! Redis still learn of new messages and read them from `hub_messages`.
 
-use tasklane_cache::backplane::HUB_CHANNEL;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tasklane_cache::backplane::HubLogEntry;
 use tasklane_cache::Cache;
 use tasklane_domain::groups::{job_group, task_group, user_group};
 use tasklane_domain::EventEnvelope;
 use tasklane_hub::HubMessage;
 use tasklane_store::outbox::OutboxRow;
-use tasklane_store::Tx;
+use tasklane_store::{PgPool, Tx};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::Destination;
 
+/// How long `hub_messages` keeps a message. A client that resumes from an older one
+/// fetches the current state again.
+pub const HUB_MESSAGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Minimum time between two pruning steps of `hub_messages`.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Maximum number of rows one pruning step deletes.
+const PRUNE_LIMIT: i64 = 5_000;
+
+/// The payload published on the backplane and stored in a group's Redis log: the hub
+/// message and its global position in `hub_messages`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishedMessage {
+    pub position: i64,
+    #[serde(flatten)]
+    pub message: HubMessage,
+}
+
 pub struct HubDestination {
     cache: Cache,
+    pool: PgPool,
     /// Messages recorded by the current batch, published once its transaction commits.
-    pending: Mutex<Vec<HubMessage>>,
+    pending: Mutex<Vec<PublishedMessage>>,
+    /// When the relay last pruned `hub_messages`, `None` before the first time.
+    last_prune: Mutex<Option<Instant>>,
 }
 
 impl HubDestination {
-    pub fn new(cache: Cache) -> Self {
+    pub fn new(cache: Cache, pool: PgPool) -> Self {
         Self {
             cache,
+            pool,
             pending: Mutex::new(Vec::new()),
+            last_prune: Mutex::new(None),
+        }
+    }
+
+    /// Deletes messages older than [`HUB_MESSAGE_RETENTION`], at most once per
+    /// [`PRUNE_INTERVAL`].
+    async fn prune_if_due(&self) {
+        let mut last_prune = self.last_prune.lock().await;
+        if last_prune.is_some_and(|at| at.elapsed() < PRUNE_INTERVAL) {
+            return;
+        }
+        *last_prune = Some(Instant::now());
+        match tasklane_store::hub::prune(&self.pool, HUB_MESSAGE_RETENTION, PRUNE_LIMIT).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::debug!(deleted, "pruned old hub messages"),
+            Err(error) => tracing::warn!(%error, "pruning old hub messages failed"),
         }
     }
 }
@@ -78,27 +124,40 @@ impl Destination for HubDestination {
                 },
             )
             .await?;
-            pending.push(HubMessage {
-                group: message.group_name,
-                seq: message.seq,
-                event_id: message.event_id,
-                event_type: event.event_type.clone(),
-                method: method.to_owned(),
-                data: event.data.clone(),
+            pending.push(PublishedMessage {
+                position: message.position,
+                message: HubMessage {
+                    group: message.group_name,
+                    seq: message.seq,
+                    event_id: message.event_id,
+                    event_type: event.event_type.clone(),
+                    method: method.to_owned(),
+                    data: event.data.clone(),
+                },
             });
+        }
+        if !pending.is_empty() {
+            tasklane_store::hub::notify_appended(tx).await?;
         }
         Ok(())
     }
 
     async fn after_commit(&self) {
         let messages = std::mem::take(&mut *self.pending.lock().await);
-        for message in messages {
-            let Ok(payload) = serde_json::to_string(&message) else {
+        let mut entries = Vec::with_capacity(messages.len());
+        for published in messages {
+            let Ok(payload) = serde_json::to_string(&published) else {
                 continue;
             };
-            // NOTE: a message the backplane misses is still in `hub_messages`, and a live
-            // client gets it only when it reconnects and calls the hub's `Resume`.
-            self.cache.publish(HUB_CHANNEL, &payload).await;
+            entries.push(HubLogEntry {
+                group: published.message.group,
+                seq: published.message.seq,
+                payload,
+            });
         }
+        // A batch that Redis misses is still in `hub_messages`: hub nodes find it there on
+        // their next PostgreSQL read, and resuming clients read it from there.
+        self.cache.publish_hub_messages(&entries).await;
+        self.prune_if_due().await;
     }
 }

@@ -9,7 +9,7 @@ mod hub;
 mod kafka;
 mod rabbit;
 
-pub use hub::HubDestination;
+pub use hub::{HubDestination, PublishedMessage, HUB_MESSAGE_RETENTION};
 pub use kafka::KafkaDestination;
 pub use rabbit::RabbitDestination;
 
