@@ -31,6 +31,12 @@
 //! and holds back the group's messages meanwhile. Afterwards the client receives exactly
 //! the messages with a greater sequence number, each once.
 //!
+//! The application may pass a message to [`Hub::dispatch`] more than once. Each
+//! connection drops a message whose sequence number is not above the last one it sent in
+//! that group, so a repeat reaches no client twice. The same rule drops a message that
+//! arrives after a later one of its group, so the caller must dispatch each group's
+//! messages in sequence order.
+//!
 //! A client that reconnects calls `Resume` with the last sequence number it received in
 //! each group. The hub authorizes each group again (task and job groups with the join
 //! check, user and tenant groups only for the connection's own), replays the missed
