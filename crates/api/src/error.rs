@@ -10,7 +10,7 @@ use tasklane_store::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("a valid bearer token is required")]
+    #[error("a valid bearer token or session cookie is required")]
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),

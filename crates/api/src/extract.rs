@@ -3,10 +3,12 @@
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use tasklane_auth::policy::{self, Action, Role, TokenScope};
 use tasklane_auth::{hash_opaque_token, API_TOKEN_PREFIX};
 use uuid::Uuid;
 
+use crate::browser_session::{self, SessionError};
 use crate::{ApiError, AppState};
 
 /// `axum::Json` whose rejections are problem+json.
@@ -39,6 +41,16 @@ pub struct Caller {
     /// The scope when the caller authenticated with a personal API token, `None` for an
     /// access token.
     pub token_scope: Option<TokenScope>,
+    /// The session when the caller authenticated with the session cookie.
+    pub browser_session: Option<BrowserSessionRef>,
+}
+
+/// The browser session a request was authenticated with.
+#[derive(Debug, Clone)]
+pub struct BrowserSessionRef {
+    pub id: Uuid,
+    /// Hex SHA-256 of the cookie value, the name of the session's Redis entry.
+    pub token_hash_hex: String,
 }
 
 impl Caller {
@@ -109,7 +121,9 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or(ApiError::Unauthorized)?;
+        let Some(token) = bearer_token(parts) else {
+            return caller_from_session_cookie(parts, state).await;
+        };
         if token.starts_with(API_TOKEN_PREFIX) {
             return caller_from_api_token(state, token).await;
         }
@@ -137,6 +151,7 @@ impl FromRequestParts<AppState> for Caller {
             tenant_id: claims.tid,
             role,
             token_scope: None,
+            browser_session: None,
         })
     }
 }
@@ -165,7 +180,98 @@ async fn caller_from_api_token(state: &AppState, token: &str) -> Result<Caller, 
         tenant_id: owner.tenant_id,
         role,
         token_scope: Some(scope),
+        browser_session: None,
     })
+}
+
+/// Authenticates the session cookie of a request without a bearer token. Writes must also
+/// pass [`check_csrf`], because browsers attach the cookie to requests that other sites
+/// start.
+async fn caller_from_session_cookie(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let cookie = browser_session::session_cookie(&parts.headers).ok_or(ApiError::Unauthorized)?;
+    let session = state
+        .session_authenticator()
+        .authenticate(cookie)
+        .await
+        .map_err(|error| match error {
+            SessionError::Rejected(reason) => {
+                tracing::debug!(reason, "request with a rejected session cookie");
+                ApiError::Unauthorized
+            }
+            SessionError::Store(error) => error.into(),
+        })?;
+    if !parts.method.is_safe() {
+        check_csrf(
+            &parts.headers,
+            &state.settings.server.allowed_origins,
+            cookie,
+        )?;
+    }
+    Ok(Caller {
+        user_id: session.user_id,
+        tenant_id: session.tenant_id,
+        role: session.role,
+        token_scope: None,
+        browser_session: Some(BrowserSessionRef {
+            id: session.session_id,
+            token_hash_hex: session.token_hash_hex,
+        }),
+    })
+}
+
+/// Rejects a cookie-authenticated write that does not come from an allowed origin.
+///
+/// The origin is the `Origin` header, which browsers send on every cross-origin request
+/// and on same-origin writes. Without it, `Sec-Fetch-Site: same-origin` is accepted.
+pub(crate) fn check_origin(
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+) -> Result<(), ApiError> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|value| value.to_str().unwrap_or_default());
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .map(|value| value.to_str().unwrap_or_default());
+    match (origin, fetch_site) {
+        (Some(origin), _) if browser_session::is_allowed_origin(allowed_origins, origin) => Ok(()),
+        (Some(origin), _) => Err(ApiError::Forbidden(format!(
+            "the Origin {origin:?} is not allowed to use the session cookie"
+        ))),
+        (None, Some("same-origin")) => Ok(()),
+        (None, Some(site)) => Err(ApiError::Forbidden(format!(
+            "a request with Sec-Fetch-Site {site:?} may not use the session cookie"
+        ))),
+        (None, None) => Err(ApiError::Forbidden(
+            "missing Origin header: cookie-authenticated writes must come from an allowed origin"
+                .into(),
+        )),
+    }
+}
+
+/// Rejects a cookie-authenticated write unless it comes from an allowed origin and carries
+/// the session's CSRF token in `X-CSRF-Token`.
+fn check_csrf(
+    headers: &HeaderMap,
+    allowed_origins: &[String],
+    cookie: &str,
+) -> Result<(), ApiError> {
+    check_origin(headers, allowed_origins)?;
+    let presented = headers
+        .get(browser_session::CSRF_HEADER)
+        .map(|value| value.to_str().unwrap_or_default())
+        .ok_or_else(|| {
+            ApiError::Forbidden(
+                "missing X-CSRF-Token header: send the csrf_token from GET /api/v1/auth/session"
+                    .into(),
+            )
+        })?;
+    if !browser_session::csrf_token_matches(cookie, presented) {
+        return Err(ApiError::Forbidden(
+            "the X-CSRF-Token header does not match the session".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Pagination parameters shared by every list endpoint.

@@ -3,6 +3,7 @@
 //! [`router`] builds the whole router from an [`AppState`], so tests can serve it on port 0
 //! or call it without a socket.
 
+pub mod browser_session;
 mod error;
 mod extract;
 mod idempotency;

@@ -205,8 +205,9 @@ pub struct SessionSummary {
     pub ip: Option<String>,
 }
 
-/// Lists the user's usable sessions of both kinds, newest first. A refresh-token family's
-/// last use is when its newest token was issued.
+/// Lists the user's usable sessions of both kinds, newest first. Browser sessions older than
+/// the user's revocation version are left out because they no longer authenticate. A
+/// refresh-token family's last use is when its newest token was issued.
 pub async fn list_of_user(pool: &PgPool, user_id: Uuid) -> Result<Vec<SessionSummary>, StoreError> {
     let rows = sqlx::query_as::<_, SessionSummary>(
         "select id, 'browser' as kind, tenant_id, created_at, last_seen_at as last_used_at,
@@ -214,6 +215,7 @@ pub async fn list_of_user(pool: &PgPool, user_id: Uuid) -> Result<Vec<SessionSum
          from browser_sessions
          where user_id = $1 and revoked_at is null
            and idle_expires_at > now() and expires_at > now()
+           and revocation_version >= (select revocation_version from users where id = $1)
          union all
          select f.id, 'refresh_token', f.tenant_id, f.created_at, newest.created_at,
                 least(newest.expires_at, f.expires_at), null, null

@@ -12,6 +12,7 @@ use tasklane_store::refresh_tokens::{self, RevokeReason};
 use tasklane_store::{auth_events, login_attempts};
 
 use super::required_text;
+use super::browser_sessions::end_other_browser_sessions;
 use super::sessions::{start_session, TokenPair};
 use crate::extract::{Caller, ClientIp, Json};
 use crate::{ApiError, AppState};
@@ -102,24 +103,26 @@ struct LoginRequest {
     tenant: Option<String>,
 }
 
-async fn login(
-    State(state): State<AppState>,
-    ClientIp(client_ip): ClientIp,
-    Json(request): Json<LoginRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let credentials = accounts::find_credentials(&state.pool, request.email.trim()).await?;
+/// Checks an e-mail address and password under the per-account and per-address attempt
+/// limits, for both the token and the cookie login.
+pub(super) async fn check_credentials(
+    state: &AppState,
+    client_ip: Option<std::net::IpAddr>,
+    email: &str,
+    password: String,
+) -> Result<accounts::Credentials, ApiError> {
+    let credentials = accounts::find_credentials(&state.pool, email.trim()).await?;
     let known_user = credentials.as_ref().map(|c| c.user_id);
-    let keys = ThrottleKeys::new(&request.email, client_ip);
-    check_login_limits(&state, &keys, known_user, client_ip).await?;
+    let keys = ThrottleKeys::new(email, client_ip);
+    check_login_limits(state, &keys, known_user, client_ip).await?;
     let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
-    let password = request.password;
     // Unknown accounts are verified against a dummy hash, so both take the same time.
     let verified =
         tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
             .await
             .map_err(|e| ApiError::Internal(e.into()))?;
     let Some(credentials) = credentials.filter(|c| verified && !c.disabled) else {
-        record_failure(&state, known_user, client_ip).await?;
+        record_failure(state, known_user, client_ip).await?;
         return Err(ApiError::Unauthorized);
     };
 
@@ -127,6 +130,16 @@ async fn login(
     if let Some(ip_key) = &keys.ip {
         login_attempts::forgive_one(&state.pool, ip_key).await?;
     }
+    Ok(credentials)
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
+    Json(request): Json<LoginRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let credentials =
+        check_credentials(&state, client_ip, &request.email, request.password).await?;
 
     let memberships = accounts::memberships_of(&state.pool, credentials.user_id).await?;
     let active = match &request.tenant {
@@ -193,8 +206,9 @@ struct ChangePasswordRequest {
 }
 
 /// Changes the caller's password after checking the current one, then ends every other
-/// session: all refresh-token families are revoked and the revocation version is bumped.
-/// The response carries new tokens, so the device that made the change stays logged in.
+/// session: all refresh-token families and other browser sessions are revoked and the
+/// revocation version is bumped. The response carries new tokens, and a browser session
+/// that made the change stays valid, so the device that made the change stays logged in.
 async fn change_password(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -236,10 +250,12 @@ async fn change_password(
     accounts::set_password_hash(&mut tx, caller.user_id, &new_hash).await?;
     refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::AccountChange)
         .await?;
+    let ended = end_other_browser_sessions(&mut tx, &caller).await?;
     let tokens = start_session(&state, &mut tx, caller.user_id, caller.tenant_id).await?;
     tx.commit()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
+    state.session_authenticator().forget_hex(&ended).await;
 
     let mut body = tokens.into_json(&state);
     body["user_id"] = serde_json::json!(caller.user_id);

@@ -2,6 +2,7 @@
 
 mod api_tokens;
 mod auth;
+mod browser_sessions;
 mod comments;
 pub mod health;
 mod imports;
@@ -23,6 +24,7 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(auth::routes())
         .merge(sessions::routes())
+        .merge(browser_sessions::routes())
         .merge(invitations::routes())
         .merge(api_tokens::routes())
         .merge(members::routes())

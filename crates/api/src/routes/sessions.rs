@@ -1,7 +1,8 @@
 //! Sessions after login: refresh-token rotation, logout and switching the active tenant.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
@@ -12,6 +13,8 @@ use tasklane_store::refresh_tokens::{self, Lifetimes, RevokeReason, Rotation, Se
 use tasklane_store::{auth_events, Tx};
 use uuid::Uuid;
 
+use super::browser_sessions::end_all_browser_sessions;
+use crate::browser_session;
 use crate::extract::{Caller, Json};
 use crate::{ApiError, AppState};
 
@@ -187,20 +190,30 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Ends every session of the caller: all refresh-token families are revoked and the
-/// revocation version is bumped, so access tokens already issued stop working at once.
-async fn logout_all(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+/// Ends every session of the caller: all refresh-token families and browser sessions are
+/// revoked and the revocation version is bumped, so access tokens already issued stop
+/// working at once. A cookie-authenticated request also gets its cookie deleted.
+async fn logout_all(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let mut tx = state
         .pool
         .begin()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::LogoutAll).await?;
+    let ended = end_all_browser_sessions(&mut tx, caller.user_id).await?;
     accounts::bump_revocation_version(&mut tx, caller.user_id).await?;
     tx.commit()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    Ok(StatusCode::NO_CONTENT)
+    state.session_authenticator().forget_hex(&ended).await;
+
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if caller.browser_session.is_some() {
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, browser_session::clear_cookie());
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]
