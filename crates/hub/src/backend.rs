@@ -131,11 +131,37 @@ impl AuthRejected {
     }
 }
 
+/// Rejection of a browser session cookie by the backend.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CookieRejected {
+    /// The `Origin` header is missing or not allowed; the hub answers 403.
+    #[error("origin rejected: {0}")]
+    Origin(String),
+    /// Unknown, expired or revoked session; the hub answers 401.
+    #[error("session rejected: {0}")]
+    Session(String),
+}
+
 /// Application callbacks that the hub needs: token validation and join authorization.
 #[async_trait::async_trait]
 pub trait HubBackend: Send + Sync + 'static {
     /// Validates a bearer token, at negotiate and again at WebSocket connect.
     async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthRejected>;
+
+    /// Validates the browser session cookie among `headers`, and the `Origin` header
+    /// against the allowed origins, for a request that has no bearer token. Browsers send
+    /// the cookie and `Origin` on WebSocket upgrades too.
+    ///
+    /// The default accepts no cookies.
+    async fn authenticate_cookie(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Principal, CookieRejected> {
+        let _ = headers;
+        Err(CookieRejected::Session(
+            "browser sessions are not supported".into(),
+        ))
+    }
 
     /// Checks that `principal` may follow `target` and reads the group's sequence number
     /// and the entity's snapshot, both from the same consistent state.

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Principal;
+use crate::backend::{CookieRejected, Principal};
 use crate::cluster::{register_owner, route_to_owner};
 use crate::http_transport::{self, HttpTransportKind};
 use crate::hub::HubShared;
@@ -38,9 +38,13 @@ pub(crate) fn router(shared: Arc<HubShared>) -> Router {
         .route(&format!("{base}/negotiate"), post(negotiate))
         .route(
             connect_path,
-            get(connect).post(send).delete(delete).layer(
-                axum::middleware::from_fn_with_state(Arc::clone(&shared), route_to_owner),
-            ),
+            get(connect)
+                .post(send)
+                .delete(delete)
+                .layer(axum::middleware::from_fn_with_state(
+                    Arc::clone(&shared),
+                    route_to_owner,
+                )),
         )
         .with_state(shared)
 }
@@ -425,9 +429,7 @@ async fn authenticate(
     query_token: Option<&str>,
 ) -> Result<Principal, Response> {
     let Some(token) = bearer_token(headers, query_token) else {
-        return Err(unauthorized(
-            "missing bearer token: send an Authorization header or an access_token parameter",
-        ));
+        return authenticate_cookie(shared, headers).await;
     };
 
     shared
@@ -437,6 +439,40 @@ async fn authenticate(
         .map_err(|rejected| {
             tracing::debug!(reason = %rejected.reason, "hub request with a rejected bearer token");
             unauthorized("invalid bearer token")
+        })
+}
+
+/// Authenticates a request without a bearer token by its browser session cookie, which the
+/// backend accepts only from an allowed `Origin` (403 otherwise).
+async fn authenticate_cookie(
+    shared: &HubShared,
+    headers: &HeaderMap,
+) -> Result<Principal, Response> {
+    if !headers.contains_key(header::COOKIE) {
+        return Err(unauthorized(
+            "missing bearer token: send an Authorization header or an access_token parameter",
+        ));
+    }
+    shared
+        .backend
+        .authenticate_cookie(headers)
+        .await
+        .map_err(|rejected| match rejected {
+            CookieRejected::Origin(reason) => {
+                tracing::debug!(
+                    reason,
+                    "hub request with a session cookie from a rejected origin"
+                );
+                (
+                    StatusCode::FORBIDDEN,
+                    "the Origin header is missing or not allowed to use the session cookie",
+                )
+                    .into_response()
+            }
+            CookieRejected::Session(reason) => {
+                tracing::debug!(reason, "hub request with a rejected session cookie");
+                unauthorized("invalid session cookie")
+            }
         })
 }
 

@@ -81,7 +81,7 @@ mod settings;
 mod stateful;
 
 pub use backend::{
-    AuthRejected, CatchUp, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
+    AuthRejected, CatchUp, CookieRejected, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
 };
 pub use cluster::{owner_key, ConnectionOwners, HubCluster, OwnersUnavailable};
 pub use forward::{forward_request, forwarding_client, ForwardError};
