@@ -114,6 +114,10 @@ pub struct AuthenticatedSession {
     pub user_id: Uuid,
     pub tenant_id: Uuid,
     pub role: String,
+    /// The user's revocation version the session was checked against.
+    pub revocation_version: i64,
+    /// Absolute expiry, Unix seconds.
+    pub expires_at: i64,
     /// Hex SHA-256 of the cookie value, to drop the Redis entry when the session changes.
     pub token_hash_hex: String,
 }
@@ -196,6 +200,8 @@ impl SessionAuthenticator {
             user_id: session.user_id,
             tenant_id: session.tenant_id,
             role,
+            revocation_version: session.revocation_version,
+            expires_at: session.expires_at,
             token_hash_hex: hash_hex,
         })
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use secrecy::ExposeSecret;
+use tasklane_api::browser_session::SessionAuthenticator;
 use tasklane_api::{AppState, DependencyProbe};
 use tasklane_auth::TokenIssuer;
 use tasklane_bus::kafka::{self, KafkaConsumer, KafkaProducer};
@@ -109,6 +110,13 @@ impl Application {
                 tokens: tokens.clone(),
                 access: access.clone(),
                 cache: cache.clone(),
+                sessions: SessionAuthenticator {
+                    pool: pool.clone(),
+                    cache: cache.clone(),
+                    access: access.clone(),
+                    idle_ttl: settings.auth.browser_session_idle_ttl,
+                },
+                allowed_origins: settings.server.allowed_origins.clone(),
             };
             let cluster = address.map(|bound| hub_cluster(&settings.hub, cache.clone(), bound));
             Hub::with_cluster(Arc::new(backend), HubSettings::default(), cluster)

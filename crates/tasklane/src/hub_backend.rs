@@ -2,10 +2,12 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use axum::http::{header, HeaderMap};
+use tasklane_api::browser_session::{self, SessionAuthenticator, SessionError};
 use tasklane_auth::TokenIssuer;
 use tasklane_cache::Cache;
 use tasklane_hub::{
-    AuthRejected, CatchUp, HubBackend, JoinError, JoinGrant, JoinTarget, Principal,
+    AuthRejected, CatchUp, CookieRejected, HubBackend, JoinError, JoinGrant, JoinTarget, Principal,
 };
 use tasklane_store::access_cache::AccessCache;
 use tasklane_store::{hub, jobs, tasks, PgPool};
@@ -22,6 +24,10 @@ pub struct StoreHubBackend {
     pub access: AccessCache,
     /// Redis, for the groups' recent message logs.
     pub cache: Cache,
+    /// Checks browser session cookies the way the API does.
+    pub sessions: SessionAuthenticator,
+    /// Page origins allowed to connect with the session cookie.
+    pub allowed_origins: Vec<String>,
 }
 
 fn internal(error: tasklane_store::StoreError) -> JoinError {
@@ -57,6 +63,45 @@ impl HubBackend for StoreHubBackend {
             }),
             None => Err(AuthRejected::new("not a member of the token's tenant")),
         }
+    }
+
+    /// Accepts the session cookie only from an allowed `Origin`, because browsers attach
+    /// cookies to WebSocket and fetch requests that pages of other sites start.
+    ///
+    /// NOTE: a connection is closed when the user's revocation version rises (logout-all,
+    /// password change, lost access), but revoking one browser session does not close the
+    /// connections it opened; they end at the session's absolute expiry.
+    async fn authenticate_cookie(&self, headers: &HeaderMap) -> Result<Principal, CookieRejected> {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| CookieRejected::Origin("missing Origin header".into()))?;
+        if !browser_session::is_allowed_origin(&self.allowed_origins, origin) {
+            return Err(CookieRejected::Origin(format!(
+                "origin {origin:?} is not allowed"
+            )));
+        }
+        let cookie = browser_session::session_cookie(headers)
+            .ok_or_else(|| CookieRejected::Session("no session cookie".into()))?;
+        let session = self
+            .sessions
+            .authenticate(cookie)
+            .await
+            .map_err(|error| match error {
+                SessionError::Rejected(reason) => CookieRejected::Session(reason.into()),
+                SessionError::Store(error) => {
+                    tracing::warn!(%error, "could not check a browser session for the hub");
+                    CookieRejected::Session("could not check the session".into())
+                }
+            })?;
+        Ok(Principal {
+            user_id: session.user_id,
+            tenant_id: session.tenant_id,
+            expires_at: u64::try_from(session.expires_at)
+                .ok()
+                .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds)),
+            revocation_version: session.revocation_version,
+        })
     }
 
     /// Grants a join to a task or job of the caller's tenant.
