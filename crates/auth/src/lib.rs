@@ -10,8 +10,9 @@ mod verified_cache;
 
 pub use keys::{KeyError, KeySet};
 pub use opaque::{
-    generate_api_token, generate_invitation_token, generate_refresh_token, hash_opaque_token,
-    NewOpaqueToken, API_TOKEN_PREFIX,
+    generate_api_token, generate_invitation_token, generate_password_reset_token,
+    generate_refresh_token, generate_verification_token, hash_opaque_token, NewOpaqueToken,
+    API_TOKEN_PREFIX,
 };
 pub use password::{check_new_password, hash_password, verify_password, PasswordError};
 pub use policy::{Action, Role, TokenScope};

@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 /// Prefixes that make a leaked token recognisable to secret scanners.
 const PREFIX: &str = "tlr_";
 const INVITATION_PREFIX: &str = "tli_";
+const VERIFICATION_PREFIX: &str = "tlv_";
+const PASSWORD_RESET_PREFIX: &str = "tlw_";
 const SESSION_PREFIX: &str = "tls_";
 /// Prefix of personal API tokens, which the `Caller` extractor uses to tell them from JWTs.
 pub const API_TOKEN_PREFIX: &str = "tlp_";
@@ -33,6 +35,16 @@ pub fn generate_invitation_token() -> NewOpaqueToken {
 /// Generates a browser session id, the value of the session cookie.
 pub fn generate_session_token() -> NewOpaqueToken {
     generate_with_prefix(SESSION_PREFIX)
+}
+
+/// Generates an e-mail address verification token, hashed like a refresh token.
+pub fn generate_verification_token() -> NewOpaqueToken {
+    generate_with_prefix(VERIFICATION_PREFIX)
+}
+
+/// Generates a password reset token, hashed like a refresh token.
+pub fn generate_password_reset_token() -> NewOpaqueToken {
+    generate_with_prefix(PASSWORD_RESET_PREFIX)
 }
 
 /// Generates a personal API token.

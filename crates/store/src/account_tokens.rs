@@ -70,3 +70,21 @@ pub async fn consume(
     .await?;
     Ok(user_id)
 }
+
+/// Returns the user of an unused, unexpired token of `purpose` without using it up, so a
+/// request can be validated before `consume` runs in the transaction that applies it.
+pub async fn find_open(
+    pool: &sqlx::PgPool,
+    token_hash: &[u8],
+    purpose: Purpose,
+) -> Result<Option<Uuid>, StoreError> {
+    let user_id = sqlx::query_scalar(
+        "select user_id from account_tokens
+         where token_hash = $1 and purpose = $2 and used_at is null and expires_at > now()",
+    )
+    .bind(token_hash)
+    .bind(purpose.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(user_id)
+}

@@ -61,6 +61,7 @@ async fn register(app: &TestApp, tenant: &str) -> Value {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
+    app.mark_email_verified(&email).await;
     let mut registered = login(app, &json!(email)).await;
     let tenant_id = id(&registered["tenant_id"]);
     let project_id: Uuid =

@@ -42,6 +42,7 @@ async fn create(
     Json(request): Json<CreateInvitation>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let inviter_role = caller.authorize(Action::InviteMembers)?;
+    require_verified_email(&state, &caller, "inviting others").await?;
     let email = parse_email(&request.email)?;
     let role: Role = request
         .role
@@ -94,6 +95,9 @@ async fn accept(
     caller: Caller,
     Path(token): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // Acceptance matches the invited address against the account's, which proves nothing
+    // until the account's owner has shown they receive mail there.
+    require_verified_email(&state, &caller, "accepting an invitation").await?;
     let mut tx = state
         .pool
         .begin()
@@ -116,4 +120,19 @@ async fn accept(
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     Ok(Json(serde_json::json!(accepted)))
+}
+
+/// Rejects the request with 403 unless the caller has verified their e-mail address.
+async fn require_verified_email(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+) -> Result<(), ApiError> {
+    if tasklane_store::accounts::is_email_verified(&state.pool, caller.user_id).await? {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "the e-mail address must be verified before {action}: follow the link in the \
+         verification mail, or request a new one with POST /api/v1/auth/verify-email/resend"
+    )))
 }

@@ -1,5 +1,6 @@
 //! One module per API area.
 
+mod account_mail;
 mod api_tokens;
 mod auth;
 mod browser_sessions;
@@ -23,6 +24,7 @@ use crate::AppState;
 pub fn api_routes(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(auth::routes())
+        .merge(account_mail::routes())
         .merge(sessions::routes())
         .merge(browser_sessions::routes())
         .merge(invitations::routes())
