@@ -1,4 +1,4 @@
-//! The hub's connection owner registry: `hub:conn:{key}` holds the base URL of the hub node
+//! The hub's connection owner registry: `hub:conn:{key}` stores the base URL of the hub node
 //! that owns the connection, with a TTL that the owner refreshes while the connection
 //! lives.
 //!

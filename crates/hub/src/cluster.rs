@@ -28,7 +28,7 @@ use crate::hub::HubShared;
 /// Its value is the advertised URL of the forwarding node.
 const FORWARDED_BY_HEADER: &str = "x-tasklane-hub-forwarded-by";
 
-/// The shared record of which hub node owns which connection, such as a Redis hash.
+/// The shared record of which hub node owns which connection, such as keys in Redis.
 /// Keys are [`owner_key`] hashes, never the secret connection tokens themselves.
 #[async_trait::async_trait]
 pub trait ConnectionOwners: Send + Sync + 'static {
@@ -115,11 +115,7 @@ pub(crate) async fn register_owner(shared: &Arc<HubShared>, token: &str) {
     {
         tracing::warn!(%error, "could not record the owner of a hub connection, so only this node serves it");
     }
-    tokio::spawn(refresh_owner(
-        Arc::downgrade(shared),
-        token.to_owned(),
-        key,
-    ));
+    tokio::spawn(refresh_owner(Arc::downgrade(shared), token.to_owned(), key));
 }
 
 async fn refresh_owner(shared: Weak<HubShared>, token: String, key: String) {
@@ -136,9 +132,9 @@ async fn refresh_owner(shared: Weak<HubShared>, token: String, key: String) {
         };
         tokio::time::sleep(ttl / 3).await;
 
-        let alive = shared
-            .upgrade()
-            .is_some_and(|shared| !shared.is_shutting_down() && shared.negotiations.contains(&token));
+        let alive = shared.upgrade().is_some_and(|shared| {
+            !shared.is_shutting_down() && shared.negotiations.contains(&token)
+        });
         let result = if alive {
             owners.register(&key, &advertise_url, ttl).await
         } else {
@@ -169,8 +165,7 @@ pub(crate) async fn route_to_owner(
     let (Some(state), Some(token)) = (&shared.cluster, query.id.as_deref()) else {
         return next.run(request).await;
     };
-    if request.headers().contains_key(FORWARDED_BY_HEADER) || shared.negotiations.contains(token)
-    {
+    if request.headers().contains_key(FORWARDED_BY_HEADER) || shared.negotiations.contains(token) {
         return next.run(request).await;
     }
 
@@ -197,7 +192,8 @@ pub(crate) async fn route_to_owner(
         }
         Err(error @ ForwardError::InvalidRequest { .. }) => {
             tracing::error!(%error, "could not forward a hub request to the owner of its connection");
-            let message = "the hub node that owns this connection has an invalid address: negotiate again";
+            let message =
+                "the hub node that owns this connection has an invalid address: negotiate again";
             (StatusCode::NOT_FOUND, message).into_response()
         }
     }

@@ -111,13 +111,18 @@ pub async fn forward_request(
     let status = response.status();
     let mut builder = Response::builder().status(status);
     if let Some(headers) = builder.headers_mut() {
-        *headers = forwarded_headers(response.headers(), status == StatusCode::SWITCHING_PROTOCOLS);
+        *headers = forwarded_headers(
+            response.headers(),
+            status == StatusCode::SWITCHING_PROTOCOLS,
+        );
     }
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             tokio::spawn(tunnel(client_upgrade, response));
-            return Ok(builder.body(Body::empty()).expect("valid forwarded response"));
+            return Ok(builder
+                .body(Body::empty())
+                .expect("valid forwarded response"));
         }
     }
     let body = Body::from_stream(response.bytes_stream().map_err(|error| {
@@ -172,7 +177,10 @@ mod tests {
         headers.insert(header::HOST, HeaderValue::from_static("balancer:80"));
         headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         headers
     }

@@ -11,8 +11,9 @@ use tasklane_hub::{ConnectionOwners, HubCluster, OwnersUnavailable};
 
 /// [`ConnectionOwners`] in Redis, as `<prefix>:hub:conn:{key}` with a TTL.
 ///
-/// NOTE: while Redis is unreachable, nodes cannot find each other's connections, so
-/// server-sent events and long polling work only with sticky sessions until it is back.
+/// NOTE: while Redis is unreachable, nodes cannot find each other's connections, so every
+/// negotiated connection (server-sent events, long polling, and WebSockets after negotiate)
+/// works only with sticky sessions until Redis is back.
 pub struct RedisConnectionOwners {
     pub cache: Cache,
 }
