@@ -11,6 +11,7 @@ mod routes;
 mod state;
 
 pub use error::ApiError;
+pub use extract::Caller;
 pub use state::{AppState, DependencyProbe};
 
 use std::time::Instant;
