@@ -3,12 +3,17 @@
 // jobs, resumes groups, and prints one JSON object per line on stdout for a test to read:
 //   {"event":"joined","kind":"task"|"job","id":...,"result":{group,seq,snapshot}}
 //   {"event":"resumed","result":[{group,seq} | {group,resync:true} | {group,error}]}
-//   {"event":"message","method":"taskUpdated"|"notification"|"jobProgress","envelope":...}
+//   {"event":"message","method":"taskUpdated"|"notification"|"jobProgress"|"viewers"
+//    |"onlineUsers","envelope":...}
 //   {"event":"resync","group":...}   when the server can no longer replay a resumed group
 //   {"event":"error","stage":"start"|"join"|"resume"|"stop","message":...}
 //                                    (join errors add kind, id)
 //   {"event":"ready"}   once every join and the resume have completed or failed
 //   {"event":"closed","error":...}   when the server closed the connection
+//   {"event":"reconnecting","error":...}, {"event":"reconnected"}   with --auto-reconnect
+//   {"event":"invoked","method":...,"result":...}   for each command read from stdin
+// After "ready", each stdin line that contains {"method": NAME, "args": [...]} invokes that
+// hub method, and a failure emits {"event":"error","stage":"invoke","method":...}.
 // It runs until stdin closes or it gets SIGTERM or SIGINT, then stops the connection and
 // exits 0. It exits 1 when the connection cannot start or the server closes it.
 // Client logs go to stderr, so stdout carries only these lines.
@@ -27,11 +32,12 @@ const USAGE = `usage: node hub-client.mjs --url URL --token TOKEN [options]
   --skip-negotiation         connect the WebSocket directly, without negotiate
   --stateful-reconnect       negotiate stateful reconnect, so a lost WebSocket is replaced
                              without losing messages
+  --auto-reconnect           reconnect once, at once, after a close that allows it
   --protocol NAME            json (default) or messagepack
   --log-level LEVEL          client log level on stderr: trace, debug, information,
                              warning (default), error, critical or none`;
 
-const CLIENT_METHODS = ["taskUpdated", "notification", "jobProgress"];
+const CLIENT_METHODS = ["taskUpdated", "notification", "jobProgress", "viewers", "onlineUsers"];
 
 const TRANSPORTS = {
   websockets: signalR.HttpTransportType.WebSockets,
@@ -63,6 +69,7 @@ function parseArgs(argv) {
     transport: "websockets",
     skipNegotiation: false,
     statefulReconnect: false,
+    autoReconnect: false,
     protocol: "json",
     logLevel: "warning",
   };
@@ -81,6 +88,7 @@ function parseArgs(argv) {
       case "--transport": options.transport = value().toLowerCase(); break;
       case "--skip-negotiation": options.skipNegotiation = true; break;
       case "--stateful-reconnect": options.statefulReconnect = true; break;
+      case "--auto-reconnect": options.autoReconnect = true; break;
       case "--protocol": options.protocol = value().toLowerCase(); break;
       case "--log-level": options.logLevel = value().toLowerCase(); break;
       case "--help": case "-h": process.stdout.write(`${USAGE}\n`); process.exit(0);
@@ -138,12 +146,17 @@ async function main() {
   if (options.statefulReconnect) {
     builder = builder.withStatefulReconnect();
   }
+  if (options.autoReconnect) {
+    builder = builder.withAutomaticReconnect([0]);
+  }
   const connection = builder.build();
 
   for (const method of CLIENT_METHODS) {
     connection.on(method, (envelope) => emit({ event: "message", method, envelope }));
   }
   connection.on("resync", ({ group }) => emit({ event: "resync", group }));
+  connection.onreconnecting((error) => emit({ event: "reconnecting", error: error ? error.message : null }));
+  connection.onreconnected(() => emit({ event: "reconnected" }));
 
   let stopping = false;
   connection.onclose((error) => {
@@ -166,7 +179,18 @@ async function main() {
   process.on("SIGINT", stop);
   process.stdin.on("end", stop);
   process.stdin.on("error", stop);
-  process.stdin.resume();
+  let ready = false;
+  let pending = "";
+  process.stdin.setEncoding("utf8");
+  process.stdin.on("data", (chunk) => {
+    pending += chunk;
+    let newline;
+    while ((newline = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, newline).trim();
+      pending = pending.slice(newline + 1);
+      if (line && ready) invokeCommand(connection, line);
+    }
+  });
 
   try {
     await connection.start();
@@ -193,7 +217,24 @@ async function main() {
       emit({ event: "error", stage: "resume", message: error.message });
     }
   }
+  ready = true;
   emit({ event: "ready" });
+}
+
+async function invokeCommand(connection, line) {
+  let command;
+  try {
+    command = JSON.parse(line);
+  } catch (error) {
+    emit({ event: "error", stage: "invoke", message: `invalid command ${line}: ${error.message}` });
+    return;
+  }
+  try {
+    const result = await connection.invoke(command.method, ...(command.args ?? []));
+    emit({ event: "invoked", method: command.method, result: result ?? null });
+  } catch (error) {
+    emit({ event: "error", stage: "invoke", method: command.method, message: error.message });
+  }
 }
 
 main().catch((error) => {

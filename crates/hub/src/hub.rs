@@ -37,7 +37,7 @@ pub(crate) struct HubShared {
     pub shutdown: CancellationToken,
     /// Connection tasks, so [`Hub::shutdown`] can wait for them.
     pub tasks: TaskTracker,
-    /// Where viewers and online users are kept, once [`Hub::set_presence`] is called.
+    /// The store of viewers and online users, set by [`Hub::set_presence`].
     pub presence: OnceLock<Arc<dyn PresenceStore>>,
     /// Set when other hub nodes may receive this node's connections' requests.
     pub cluster: Option<ClusterState>,
@@ -307,7 +307,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// The text sent as the `Close` message's error and logged.
+    /// Returns the text that the `Close` message carries as its error and the log records.
     pub fn description(self) -> &'static str {
         match self {
             CloseReason::AccessRevoked => "access revoked: sign in again",

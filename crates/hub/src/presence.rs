@@ -6,10 +6,10 @@
 //! interval, and the store drops entries that were not refreshed within its expiry, so
 //! the entries of a node that dies without a clean shutdown age out.
 //!
-//! When a set changes, the store publishes its users to every node, and each node sends
-//! them with [`crate::Hub::dispatch_presence`] to its own connections in the group:
-//! `viewers` for a `task:{id}` group and `onlineUsers` for a `tenant:{id}` group, with one
-//! argument `{"group", "users": [{"user_id"}]}`. These messages carry no sequence number,
+//! When a set changes, the store publishes its users to every node. Each node sends them
+//! with [`crate::Hub::dispatch_presence`] to its own connections in the group, as
+//! `viewers` for a `task:{id}` group and `onlineUsers` for a `tenant:{id}` group. The one
+//! argument is `{"group", "users": [{"user_id"}]}`. These messages carry no sequence number,
 //! so `Resume` never replays them: a client that reconnects receives the current set with
 //! the next change, or reads it with the `OnlineUsers` hub method.
 

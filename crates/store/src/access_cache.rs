@@ -119,8 +119,9 @@ impl AccessCache {
         Ok(Some(access))
     }
 
-    /// Returns a receiver of every access change the listener sees from now on, sent after
-    /// the cache entry is dropped, so a lookup on receipt reads the new state.
+    /// Returns a receiver of every access change that the listener receives from now on.
+    /// Each change is sent after its cache entry is dropped, so a lookup on receipt reads
+    /// the new state.
     pub fn subscribe(&self) -> broadcast::Receiver<AccessChange> {
         self.inner.changes.subscribe()
     }
@@ -202,7 +203,7 @@ impl AccessCache {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         entries.remove(&user_id);
         drop(entries);
-        // An error only means that nobody subscribed.
+        // Sending fails only when no receiver exists, which needs no action.
         let _ = self.inner.changes.send(AccessChange::User(user_id));
     }
 

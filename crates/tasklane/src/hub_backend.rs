@@ -1,6 +1,6 @@
 //! The hub's view of the database: who a token belongs to, and what they may join.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, HeaderMap};
 use tasklane_api::browser_session::{self, SessionAuthenticator, SessionError};
@@ -47,11 +47,15 @@ impl HubBackend for StoreHubBackend {
             .await
             .map_err(|_| AuthRejected::new("could not check the membership"))?
             .ok_or_else(|| AuthRejected::new("the token's user does not exist"))?;
+        // The verifier tolerates a few seconds of clock skew past `exp`. A hub connection
+        // is closed at `exp`, so accepting such a token would let the client reconnect and
+        // be closed again in a loop until the skew allowance runs out.
+        if claims.exp <= unix_now() {
+            return Err(AuthRejected::new("the token expired"));
+        }
         if claims.ver < access.revocation_version {
             return Err(AuthRejected::new("the token was revoked"));
         }
-        // NOTE: this runs only when a connection starts, so a connection opened before a
-        // revocation stays open until the client disconnects.
         match access.role_in(claims.tid) {
             Some(_) => Ok(Principal {
                 user_id: claims.sub,
@@ -152,4 +156,11 @@ impl HubBackend for StoreHubBackend {
         .await
         .map_err(internal)
     }
+}
+
+fn unix_now() -> i64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
 }

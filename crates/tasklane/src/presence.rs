@@ -29,7 +29,7 @@ pub const PRESENCE_CHANNEL: &str = "hub:presence";
 /// Delay before a failed subscription connects again.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
-/// Updates one set and publishes it when it changed. KEYS[1] is the set; ARGV is the
+/// Updates one set and publishes it when it changed. KEYS[1] is the set, and ARGV is the
 /// channel, the group, the expiry in milliseconds, `refresh` or `remove`, then members.
 /// Returns the number of entries added, removed or expired.
 const UPDATE_SCRIPT: &str = r"
@@ -165,23 +165,24 @@ fn parse_change(payload: &str) -> Option<(&str, Vec<Uuid>)> {
     Some((group, distinct_users(members.split_whitespace())))
 }
 
-/// Delivers published presence changes to `hub` until `shutdown` is cancelled, and
-/// subscribes again after a lost connection.
+/// Delivers the changes that `messages` receives to `hub`, then subscribes again after a
+/// lost connection, until `shutdown` is cancelled.
 ///
 /// NOTE: a change published while the subscription is down is lost, so this node's
 /// clients keep an outdated list until the group's next change.
-pub async fn run_subscriber(
+async fn run_subscriber(
+    mut messages: Option<PresenceMessages>,
     redis_url: String,
     channel: String,
     hub: Hub,
     shutdown: CancellationToken,
 ) {
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = subscribe_once(&redis_url, &channel, &hub) => {
-                if let Err(error) = result {
-                    tracing::warn!(%error, %channel, "presence subscription failed, subscribing again");
+        if let Some(stream) = messages.take() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = deliver(stream, &channel, &hub) => {
+                    tracing::warn!(%channel, "presence subscription ended, subscribing again");
                 }
             }
         }
@@ -189,18 +190,25 @@ pub async fn run_subscriber(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
         }
+        match subscribe(&redis_url, &channel).await {
+            Ok(stream) => messages = Some(stream),
+            Err(error) => {
+                tracing::warn!(%error, %channel, "presence subscription failed, retrying");
+            }
+        }
     }
 }
 
-async fn subscribe_once(
-    redis_url: &str,
-    channel: &str,
-    hub: &Hub,
-) -> Result<(), redis::RedisError> {
+type PresenceMessages = std::pin::Pin<Box<dyn futures::Stream<Item = redis::Msg> + Send>>;
+
+async fn subscribe(redis_url: &str, channel: &str) -> Result<PresenceMessages, redis::RedisError> {
     let client = redis::Client::open(redis_url)?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
-    let mut messages = pubsub.into_on_message();
+    Ok(Box::pin(pubsub.into_on_message()))
+}
+
+async fn deliver(mut messages: PresenceMessages, channel: &str, hub: &Hub) {
     while let Some(message) = messages.next().await {
         let Ok(payload) = message.get_payload::<String>() else {
             tracing::warn!(%channel, "presence change is not text, dropped");
@@ -211,14 +219,10 @@ async fn subscribe_once(
             None => tracing::warn!(%channel, "presence change has no group line, dropped"),
         }
     }
-    Err(redis::RedisError::from((
-        redis::ErrorKind::IoError,
-        "presence subscription ended",
-    )))
 }
 
-/// Connects the presence store and starts its subscriber and the hub's heartbeat on
-/// `tasks`. Logs and leaves presence off when Redis cannot be reached.
+/// Connects the presence store, subscribes to its changes, and starts the subscriber and
+/// the hub's heartbeat on `tasks`. Logs and leaves presence off when Redis cannot be reached.
 pub async fn start(
     hub: &Hub,
     redis_url: &str,
@@ -236,7 +240,16 @@ pub async fn start(
     };
     hub.set_presence(Arc::new(store));
     let channel = namespace.redis_key(PRESENCE_CHANNEL);
+    // Subscribing before the node serves clients means no change of its own is missed.
+    let messages = match subscribe(redis_url, &channel).await {
+        Ok(messages) => Some(messages),
+        Err(error) => {
+            tracing::warn!(%error, %channel, "presence subscription failed, retrying");
+            None
+        }
+    };
     tasks.spawn(run_subscriber(
+        messages,
         redis_url.to_owned(),
         channel,
         hub.clone(),
