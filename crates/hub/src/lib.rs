@@ -55,10 +55,19 @@
 //! in time. The server keeps at most [`HubSettings::outbound_queue_capacity`]
 //! unacknowledged messages and closes the connection beyond that.
 //!
-//! NOTE: Streaming invocations and client results are not implemented. Groups and HTTP
-//! transport connections are local to the process, so running several server processes
-//! requires every process to receive every relay message, and server-sent events, long
-//! polling and stateful reconnect need sticky sessions.
+//! Several hub nodes can serve one hub without sticky sessions when each has a
+//! [`HubCluster`] (see [`Hub::with_cluster`]). The node that negotiates a connection owns
+//! it and records itself in [`ConnectionOwners`]. Another node that receives a transport
+//! request for that connection (`GET`, `POST` or `DELETE` at `{path}?id=...`, including
+//! the WebSocket upgrade) forwards it to the owner, streaming the response or tunnelling
+//! the upgraded connection. When the owner is gone, the client gets 404, negotiates again
+//! and calls `Resume`. Every node must still receive every relay message, because groups
+//! are local to the process.
+//!
+//! NOTE: Streaming invocations and client results are not implemented. Without a
+//! [`HubCluster`], or while its registry is unreachable, HTTP transport connections and
+//! stateful reconnect state are local to the process, so negotiated connections need
+//! sticky sessions.
 
 mod backend;
 mod cluster;
