@@ -17,10 +17,11 @@
 //!   polling client that sends no poll for [`HubSettings::client_timeout`] is closed.
 //! - The JSON and MessagePack hub protocols, versions 1 and 2, chosen in the handshake.
 //!   MessagePack is rejected on server-sent events, which carry only text. Clients may
-//!   invoke `JoinTask(taskId)`, `JoinJob(jobId)`, `LeaveTask(taskId)`, `LeaveJob(jobId)`
-//!   and `Resume([{"group", "after_seq"}])`. The server invokes `taskUpdated`,
-//!   `notification` and `jobProgress` on the client with one envelope argument
-//!   `{"event_id", "group", "seq", "type", "data"}`, and `resync` with `{"group"}`.
+//!   invoke `JoinTask(taskId)`, `JoinJob(jobId)`, `LeaveTask(taskId)`, `LeaveJob(jobId)`,
+//!   `Resume([{"group", "after_seq"}])` and `OnlineUsers()`. The server invokes
+//!   `taskUpdated`, `notification` and `jobProgress` on the client with one envelope
+//!   argument `{"event_id", "group", "seq", "type", "data"}`, `resync` with `{"group"}`,
+//!   and `viewers` and `onlineUsers` with `{"group", "users": [{"user_id"}]}`.
 //!
 //! Clients authenticate with a bearer token, from the `Authorization` header or the
 //! `access_token` query parameter. The token is checked at negotiate and again on every
@@ -54,6 +55,19 @@
 //! acknowledged, so a message is neither lost nor handled twice if the client reconnects
 //! in time. The server keeps at most [`HubSettings::outbound_queue_capacity`]
 //! unacknowledged messages and closes the connection beyond that.
+//!
+//! With a [`PresenceStore`] (see [`Hub::set_presence`]), the hub keeps presence sets that
+//! every node shares: the viewers of each task (connections that joined `task:{id}`) and
+//! the online users of each tenant. [`Hub::run_presence_heartbeat`] refreshes this node's
+//! entries, so the store can expire the entries of a node that died. The store publishes
+//! each change, and each node passes it to [`Hub::dispatch_presence`], which sends it
+//! without a sequence number, so `Resume` never replays it.
+//!
+//! A connection closes with `allowReconnect: true` when [`Principal::expires_at`] passes,
+//! so the client negotiates again with a fresh token. The application closes the
+//! connections of a user whose access was revoked with [`Hub::close_user`] or
+//! [`Hub::close_user_where`] and [`CloseReason::AccessRevoked`], which sends
+//! `allowReconnect: false`.
 //!
 //! Several hub nodes can serve one hub without sticky sessions when each has a
 //! [`HubCluster`] (see [`Hub::with_cluster`]). The node that negotiates a connection owns
