@@ -125,7 +125,8 @@ pub struct AuthenticatedSession {
 /// Reason a session cookie was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// Unknown, expired or revoked session, or the user lost access; logged, never shown.
+    /// An unknown, expired or revoked session, or a user who lost access. The reason is
+    /// logged and never sent to the client.
     #[error("session rejected: {0}")]
     Rejected(&'static str),
     #[error(transparent)]

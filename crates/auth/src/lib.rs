@@ -2,6 +2,7 @@
 //! signing keys, access tokens, refresh and invitation tokens, and the role policy.
 
 pub mod keys;
+pub mod oidc;
 pub mod opaque;
 pub mod password;
 pub mod policy;
@@ -10,9 +11,9 @@ mod verified_cache;
 
 pub use keys::{KeyError, KeySet};
 pub use opaque::{
-    generate_api_token, generate_invitation_token, generate_password_reset_token,
-    generate_refresh_token, generate_verification_token, hash_opaque_token, NewOpaqueToken,
-    API_TOKEN_PREFIX,
+    generate_api_token, generate_invitation_token, generate_oidc_link_token,
+    generate_password_reset_token, generate_refresh_token, generate_verification_token,
+    hash_opaque_token, NewOpaqueToken, API_TOKEN_PREFIX,
 };
 pub use password::{check_new_password, hash_password, verify_password, PasswordError};
 pub use policy::{Action, Role, TokenScope};

@@ -13,6 +13,7 @@ const INVITATION_PREFIX: &str = "tli_";
 const VERIFICATION_PREFIX: &str = "tlv_";
 const PASSWORD_RESET_PREFIX: &str = "tlw_";
 const SESSION_PREFIX: &str = "tls_";
+const OIDC_LINK_PREFIX: &str = "tll_";
 /// Prefix of personal API tokens, which the `Caller` extractor uses to tell them from JWTs.
 pub const API_TOKEN_PREFIX: &str = "tlp_";
 
@@ -45,6 +46,11 @@ pub fn generate_verification_token() -> NewOpaqueToken {
 /// Generates a password reset token, hashed like a refresh token.
 pub fn generate_password_reset_token() -> NewOpaqueToken {
     generate_with_prefix(PASSWORD_RESET_PREFIX)
+}
+
+/// Generates the token that confirms linking an OpenID provider identity to an account.
+pub fn generate_oidc_link_token() -> NewOpaqueToken {
+    generate_with_prefix(OIDC_LINK_PREFIX)
 }
 
 /// Generates a personal API token.

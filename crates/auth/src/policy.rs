@@ -54,6 +54,8 @@ pub enum Action {
     InviteMembers,
     /// Change members' roles.
     ManageMembers,
+    /// Configure the tenant's OpenID Connect login providers.
+    ManageLoginProviders,
 }
 
 /// What a personal API token may do, on top of what its owner's role allows.
@@ -112,7 +114,7 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
             )
             | (
                 Role::Owner | Role::Admin,
-                Action::InviteMembers | Action::ManageMembers
+                Action::InviteMembers | Action::ManageMembers | Action::ManageLoginProviders
             )
     )
 }
@@ -145,16 +147,17 @@ mod tests {
     #[test]
     fn allowed_actions_per_role() {
         let expected = [
-            (Role::Owner, [true, true, true, true]),
-            (Role::Admin, [true, true, true, true]),
-            (Role::Member, [true, true, false, false]),
-            (Role::Viewer, [true, false, false, false]),
+            (Role::Owner, [true, true, true, true, true]),
+            (Role::Admin, [true, true, true, true, true]),
+            (Role::Member, [true, true, false, false, false]),
+            (Role::Viewer, [true, false, false, false, false]),
         ];
         let actions = [
             Action::ReadContent,
             Action::WriteContent,
             Action::InviteMembers,
             Action::ManageMembers,
+            Action::ManageLoginProviders,
         ];
         for (role, allowed) in expected {
             for (action, allow) in actions.iter().zip(allowed) {

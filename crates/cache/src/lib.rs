@@ -147,8 +147,8 @@ impl Cache {
         self.record("set session", result);
     }
 
-    /// Deletes cached browser sessions; returns false when Redis could not be reached, so
-    /// the caller can log that a stale copy may remain until it next reads PostgreSQL.
+    /// Deletes cached browser sessions. Returns false when Redis could not be reached, in
+    /// which case a stale copy may remain until it is next checked against PostgreSQL.
     pub async fn delete_sessions(&self, hashes_hex: &[String]) -> bool {
         if hashes_hex.is_empty() {
             return true;

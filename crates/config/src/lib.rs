@@ -35,6 +35,26 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub hub: HubNodeSettings,
+    #[serde(default)]
+    pub oidc: OidcSettings,
+}
+
+/// OpenID Connect login with the providers that tenants configure.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// Hosts (such as `login.example.com`, compared ignoring case) that a provider's issuer
+    /// URL may name. The server fetches the issuer's discovery document, keys and token
+    /// endpoint, so tenant admins choose which hosts it contacts.
+    ///
+    /// NOTE: empty, the default, allows every host, which lets a tenant admin make the
+    /// server send requests to internal addresses (server-side request forgery). Set it in
+    /// production.
+    pub allowed_issuer_hosts: Vec<String>,
+    /// Public URL of `GET /api/v1/auth/oidc/callback`, registered as the redirect URI at
+    /// every provider. Defaults to `http://` and the `Host` header of the start request,
+    /// which is wrong behind a TLS-terminating proxy.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -71,6 +71,8 @@ pub enum EventType {
     EmailVerified,
     PasswordResetRequested,
     PasswordReset,
+    OidcLinkRequested,
+    OidcLinked,
 }
 
 impl EventType {
@@ -97,6 +99,8 @@ impl EventType {
             EventType::EmailVerified => "auth.email_verified",
             EventType::PasswordResetRequested => "auth.password_reset_requested",
             EventType::PasswordReset => "auth.password_reset",
+            EventType::OidcLinkRequested => "auth.oidc_link_requested",
+            EventType::OidcLinked => "auth.oidc_linked",
         }
     }
 }

@@ -134,10 +134,10 @@ impl AuthRejected {
 /// Rejection of a browser session cookie by the backend.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CookieRejected {
-    /// The `Origin` header is missing or not allowed; the hub answers 403.
+    /// The `Origin` header is missing or not allowed, so the hub responds with 403.
     #[error("origin rejected: {0}")]
     Origin(String),
-    /// Unknown, expired or revoked session; the hub answers 401.
+    /// The session is unknown, expired or revoked, so the hub responds with 401.
     #[error("session rejected: {0}")]
     Session(String),
 }

@@ -58,7 +58,7 @@ pub struct BrowserSession {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Longest user agent stored; longer ones are cut at a character boundary.
+/// Maximum length of a stored user agent, in characters. Longer ones are truncated.
 pub const MAX_USER_AGENT_CHARS: usize = 512;
 
 /// Stores a new browser session and returns it.

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod login_attempts;
 pub mod mail;
 pub mod notifications;
+pub mod oidc;
 pub mod outbox;
 pub mod projects;
 pub mod refresh_tokens;

@@ -73,8 +73,8 @@ impl HubBackend for StoreHubBackend {
     /// cookies to WebSocket and fetch requests that pages of other sites start.
     ///
     /// NOTE: a connection is closed when the user's revocation version rises (logout-all,
-    /// password change, lost access), but revoking one browser session does not close the
-    /// connections it opened; they end at the session's absolute expiry.
+    /// password change, lost access). Revoking one browser session does not close the
+    /// connections it opened, which end at the session's absolute expiry.
     async fn authenticate_cookie(&self, headers: &HeaderMap) -> Result<Principal, CookieRejected> {
         let origin = headers
             .get(header::ORIGIN)

@@ -209,7 +209,7 @@ async fn session_keys(app: &TestApp) -> Vec<String> {
 }
 
 // ASVS 3.3.1, 3.3.2, 3.3.3, 3.3.4, 7.2.3: the session cookie is `__Host-` prefixed, Secure,
-// HttpOnly and SameSite, holds 256 random bits and appears only in `Set-Cookie`.
+// HttpOnly and SameSite, contains 256 random bits and appears only in `Set-Cookie`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_cookie_attributes() {
     let app = TestApp::spawn().await;
@@ -423,7 +423,7 @@ async fn cookie_writes_need_csrf_and_origin() {
     app.stop().await;
 }
 
-// ASVS 7.2.1: PostgreSQL holds the session, so flushing its Redis copy logs nobody out.
+// ASVS 7.2.1: PostgreSQL stores the session, so it stays valid when its Redis copy is flushed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_survives_redis_flush() {
     let app = TestApp::spawn().await;

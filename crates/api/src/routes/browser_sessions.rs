@@ -191,7 +191,7 @@ async fn list_sessions(
 }
 
 /// Revokes one of the caller's sessions of either kind. An id that is not an active
-/// session of the caller is 404, whoever owns it.
+/// session of the caller is 404, also when another user owns it.
 ///
 /// NOTE: revoking a refresh-token family stops its refreshes at once, but access tokens
 /// already issued from it keep working until they expire (`auth.access_token_ttl`).

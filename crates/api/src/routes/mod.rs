@@ -12,6 +12,7 @@ mod jobs;
 pub mod jwks;
 mod members;
 mod notifications;
+mod oidc;
 pub mod page;
 mod projects;
 mod sessions;
@@ -36,6 +37,7 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
         .merge(notifications::routes())
         .merge(imports::routes(&state))
         .merge(jobs::routes())
+        .merge(oidc::routes())
 }
 
 /// Reads a required, trimmed, non-empty text field of at most `max_chars` characters.
