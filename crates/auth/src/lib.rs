@@ -7,6 +7,7 @@ pub mod opaque;
 pub mod password;
 pub mod policy;
 pub mod token;
+pub mod totp;
 mod verified_cache;
 
 pub use keys::{KeyError, KeySet};

@@ -25,6 +25,7 @@ pub mod projects;
 pub mod refresh_tokens;
 pub mod signing_keys;
 pub mod tasks;
+pub mod totp;
 pub mod uploads;
 
 pub use error::StoreError;
