@@ -23,7 +23,7 @@ pub const METADATA_TTL: Duration = Duration::from_secs(600);
 /// Timeout of each request to a provider.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest issuer URL accepted, in bytes.
+/// Maximum length of an issuer URL, in bytes.
 const MAX_ISSUER_URL_LEN: usize = 2000;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum OidcError {
     InvalidIdToken(String),
 }
 
-/// What a login needs to know about a tenant's provider.
+/// The settings of a tenant's provider that a login uses.
 pub struct ProviderConfig<'a> {
     pub issuer_url: &'a str,
     pub client_id: &'a str,
@@ -70,7 +70,7 @@ pub struct VerifiedIdentity {
     /// The `sub` claim, unique and stable at the issuer.
     pub subject: String,
     pub email: Option<String>,
-    /// The `email_verified` claim; false when the provider omits it.
+    /// The `email_verified` claim, false when the provider omits it.
     pub email_verified: bool,
     pub name: Option<String>,
 }
@@ -221,7 +221,7 @@ async fn provider_metadata(
     Ok(metadata)
 }
 
-/// The HTTP client for provider requests. It follows no redirects, because a redirect
+/// Returns the shared HTTP client for provider requests. It follows no redirects, because a redirect
 /// could lead a request to a host that the issuer URL check never saw.
 fn http_client() -> &'static reqwest::Client {
     static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {

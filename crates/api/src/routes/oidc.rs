@@ -8,7 +8,7 @@
 //! means, presents the token to `POST /auth/oidc/link`. So no provider can take over an
 //! account by asserting its e-mail address.
 //!
-//! The callback answers with JSON: the token pair on success, or problem+json.
+//! The callback returns JSON: the token pair on success, or problem+json.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -40,7 +40,7 @@ const STATE_COOKIE: &str = "tasklane_oidc_state";
 /// How long a started login and a link token stay usable.
 const LOGIN_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Longest `redirect` path accepted, in characters.
+/// Maximum length of a `redirect` path, in characters.
 const MAX_REDIRECT_CHARS: usize = 2000;
 
 pub fn routes() -> Router<AppState> {
@@ -136,7 +136,7 @@ async fn list_providers(
 }
 
 /// Deletes a provider of the caller's tenant with its linked identities. Accounts it
-/// created stay, and their people can still log in by other means.
+/// created stay, but without a password they can log in again only after a password reset.
 async fn delete_provider(
     State(state): State<AppState>,
     caller: Caller,
@@ -204,8 +204,11 @@ async fn start(
     .await?;
 
     let mut response = StatusCode::FOUND.into_response();
-    let location = HeaderValue::try_from(request.url)
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("authorization URL")))?;
+    let location = HeaderValue::try_from(request.url).map_err(|e| {
+        ApiError::Internal(
+            anyhow::Error::new(e).context("the authorization URL is not a valid header value"),
+        )
+    })?;
     response.headers_mut().insert(header::LOCATION, location);
     response.headers_mut().insert(
         header::SET_COOKIE,
