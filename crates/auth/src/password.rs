@@ -29,13 +29,19 @@ pub enum PasswordError {
 /// them, score lower and are rejected.
 pub const MIN_STRENGTH_SCORE: u8 = 2;
 
+/// Words that an attacker who targets this service would try first, so a password built on
+/// them counts as easy to guess.
+pub const CONTEXT_WORDS: &[&str] = &["tasklane", "task", "lane"];
+
 /// Checks a new password: its length, then its strength as zxcvbn estimates it, counting
-/// `user_inputs` (the person's e-mail address and name) as words an attacker would try.
+/// `CONTEXT_WORDS` and `user_inputs` (the person's e-mail address and name) as words an
+/// attacker would try.
 ///
 /// zxcvbn 3.1 reads only the first 100 characters, so a longer password is judged by them.
 pub fn check_new_password(password: &str, user_inputs: &[&str]) -> Result<(), PasswordError> {
     check_length(password)?;
-    let mut inputs: Vec<&str> = user_inputs.to_vec();
+    let mut inputs: Vec<&str> = CONTEXT_WORDS.to_vec();
+    inputs.extend_from_slice(user_inputs);
     // The local part and the domain of an e-mail address are guessable on their own.
     for input in user_inputs {
         if let Some((local, domain)) = input.split_once('@') {
@@ -144,7 +150,13 @@ mod tests {
 
     #[test]
     fn common_passwords_rejected() {
-        for common in ["password", "12345678", "qwertyuiop", "Password1", "iloveyou"] {
+        for common in [
+            "password",
+            "12345678",
+            "qwertyuiop",
+            "Password1",
+            "iloveyou",
+        ] {
             let result = check_new_password(common, &[]);
             assert!(
                 matches!(result, Err(PasswordError::TooWeak { .. })),

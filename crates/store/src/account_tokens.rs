@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::{StoreError, Tx};
 
-/// What an account token allows, as stored in `account_tokens.purpose`.
+/// The use an account token is for, as stored in `account_tokens.purpose`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     VerifyEmail,

@@ -230,12 +230,12 @@ pub async fn set_role(
 
 /// Reads a user's e-mail address and password hash, for re-authentication.
 pub async fn password_of(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     user_id: Uuid,
 ) -> Result<(Option<String>, Option<String>), StoreError> {
     let row = sqlx::query_as("select email, password_hash from users where id = $1")
         .bind(user_id)
-        .fetch_optional(pool)
+        .fetch_optional(executor)
         .await?
         .ok_or(StoreError::NotFound("user"))?;
     Ok(row)
@@ -343,12 +343,11 @@ pub async fn mark_email_verified(tx: &mut Tx<'_>, user_id: Uuid) -> Result<(), S
 
 /// Reports whether the person has verified their e-mail address.
 pub async fn is_email_verified(pool: &PgPool, user_id: Uuid) -> Result<bool, StoreError> {
-    let verified = sqlx::query_scalar(
-        "select email_verified_at is not null from users where id = $1",
-    )
-    .bind(user_id)
-    .fetch_optional(pool)
-    .await?
-    .ok_or(StoreError::NotFound("user"))?;
+    let verified =
+        sqlx::query_scalar("select email_verified_at is not null from users where id = $1")
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+            .ok_or(StoreError::NotFound("user"))?;
     Ok(verified)
 }

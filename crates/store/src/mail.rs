@@ -34,7 +34,14 @@ pub async fn queue(tx: &mut Tx<'_>, mail: NewMail<'_>) -> Result<Uuid, StoreErro
     .await?;
 
     let data = serde_json::json!({ "mail_id": mail_id });
-    let mut event = EventEnvelope::new(EventType::MailQueued, Uuid::nil(), None, mail_id, None, data);
+    let mut event = EventEnvelope::new(
+        EventType::MailQueued,
+        Uuid::nil(),
+        None,
+        mail_id,
+        None,
+        data,
+    );
     event.tenant_id = None;
     outbox::append(tx, &event).await?;
     Ok(mail_id)

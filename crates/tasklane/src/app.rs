@@ -20,6 +20,7 @@ use tasklane_hub::{Hub, HubSettings};
 use tasklane_store::access_cache::AccessCache;
 use tasklane_store::PgPool;
 use tasklane_workers::bulk::BulkWorker;
+use tasklane_workers::email::EmailWorker;
 use tasklane_workers::notify::NotifyConsumer;
 use tasklane_workers::relay::{
     self, Destination, HubDestination, KafkaDestination, RabbitDestination,
@@ -238,6 +239,16 @@ impl Application {
                 retry_delay: settings.relay.retry_delay,
             };
             tasks.spawn(consumer.run(cancel.clone()));
+        }
+        if roles.contains(&Role::Email) {
+            let worker = EmailWorker {
+                pool: pool.clone(),
+                rabbit_url: settings.rabbitmq.url.expose_secret().to_owned(),
+                topology: topology.clone(),
+                retry_delay: settings.relay.retry_delay,
+                settings: settings.mail.clone(),
+            };
+            tasks.spawn(worker.run(cancel.clone()));
         }
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         tracing::info!(roles = names.join(","), "tasklane started");

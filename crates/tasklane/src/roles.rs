@@ -10,10 +10,18 @@ pub enum Role {
     Relay,
     Bulk,
     Notify,
+    Email,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Api, Role::Hub, Role::Relay, Role::Bulk, Role::Notify];
+    pub const ALL: [Role; 6] = [
+        Role::Api,
+        Role::Hub,
+        Role::Relay,
+        Role::Bulk,
+        Role::Notify,
+        Role::Email,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -22,6 +30,7 @@ impl Role {
             Role::Relay => "relay",
             Role::Bulk => "bulk",
             Role::Notify => "notify",
+            Role::Email => "email",
         }
     }
 }
@@ -41,7 +50,7 @@ impl FromStr for Role {
             .find(|role| role.as_str() == value)
             .ok_or_else(|| {
                 format!(
-                    "unknown role {value:?}; expected one of api, hub, relay, bulk, notify, all"
+                    "unknown role {value:?}; expected one of api, hub, relay, bulk, notify, email, all"
                 )
             })
     }

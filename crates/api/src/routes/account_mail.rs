@@ -41,7 +41,14 @@ pub(super) async fn queue_verification_mail(
 ) -> Result<(), ApiError> {
     let token = generate_verification_token();
     let ttl = state.settings.mail.verification_ttl;
-    account_tokens::create(tx, recipient.user_id, Purpose::VerifyEmail, &token.hash, ttl).await?;
+    account_tokens::create(
+        tx,
+        recipient.user_id,
+        Purpose::VerifyEmail,
+        &token.hash,
+        ttl,
+    )
+    .await?;
     let link = format!(
         "{}/#verify-email={}",
         state.settings.mail.public_url.trim_end_matches('/'),
@@ -89,6 +96,38 @@ pub(super) async fn queue_already_registered_mail(
         user_id: Some(recipient.user_id),
         recipient: &recipient.email,
         subject: "Someone tried to register with your e-mail address",
+        body: &body,
+    };
+    mail::queue(tx, mail).await?;
+    Ok(())
+}
+
+/// Queues a mail that tells the owner their password was changed, so a change they did not
+/// make does not go unnoticed.
+pub(super) async fn queue_password_changed_mail(
+    state: &AppState,
+    tx: &mut Tx<'_>,
+    user_id: Uuid,
+) -> Result<(), ApiError> {
+    let (email, _) = accounts::password_of(&mut **tx, user_id).await?;
+    let Some(email) = email else {
+        return Ok(());
+    };
+    let Some(recipient) = accounts::find_by_email(&mut **tx, &email).await? else {
+        return Ok(());
+    };
+    let public_url = state.settings.mail.public_url.trim_end_matches('/');
+    let body = format!(
+        "Hello {name},\n\n\
+         The password of your Tasklane account was just changed, and every session was \
+         logged out.\n\n\
+         If you did not do this, reset your password at {public_url}/ at once.\n",
+        name = recipient.name,
+    );
+    let mail = NewMail {
+        user_id: Some(recipient.user_id),
+        recipient: &recipient.email,
+        subject: "Your Tasklane password was changed",
         body: &body,
     };
     mail::queue(tx, mail).await?;
@@ -255,8 +294,8 @@ async fn check_reset_limits(
         retry_after_secs = Some(account.retry_after_secs);
     }
     if let Some(ip) = client_ip {
-        let address = login_attempts::record(&state.pool, &format!("reset-ip:{ip}"), limits.window)
-            .await?;
+        let address =
+            login_attempts::record(&state.pool, &format!("reset-ip:{ip}"), limits.window).await?;
         if address.attempts > limits.max_attempts_per_ip {
             retry_after_secs = retry_after_secs.max(Some(address.retry_after_secs));
         }
@@ -314,6 +353,7 @@ async fn confirm_password_reset(
     accounts::set_password_hash(&mut tx, user_id, &new_hash).await?;
     accounts::mark_email_verified(&mut tx, user_id).await?;
     refresh_tokens::revoke_all_of_user(&mut tx, user_id, RevokeReason::AccountChange).await?;
+    queue_password_changed_mail(&state, &mut tx, user_id).await?;
     let data = serde_json::json!({ "user_id": user_id });
     auth_events::append(
         &mut tx,
@@ -360,7 +400,5 @@ async fn begin(state: &AppState) -> Result<Tx<'static>, ApiError> {
 }
 
 async fn commit(tx: Tx<'_>) -> Result<(), ApiError> {
-    tx.commit()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))
+    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))
 }

@@ -11,9 +11,11 @@ use tasklane_store::accounts::{self, MailRecipient, NewAccount};
 use tasklane_store::refresh_tokens::{self, RevokeReason};
 use tasklane_store::{auth_events, login_attempts};
 
-use super::account_mail::{queue_already_registered_mail, queue_verification_mail};
-use super::required_text;
+use super::account_mail::{
+    queue_already_registered_mail, queue_password_changed_mail, queue_verification_mail,
+};
 use super::browser_sessions::end_other_browser_sessions;
+use super::required_text;
 use super::sessions::{start_session, TokenPair};
 use crate::extract::{Caller, ClientIp, Json};
 use crate::{ApiError, AppState};
@@ -273,6 +275,7 @@ async fn change_password(
     accounts::set_password_hash(&mut tx, caller.user_id, &new_hash).await?;
     refresh_tokens::revoke_all_of_user(&mut tx, caller.user_id, RevokeReason::AccountChange)
         .await?;
+    queue_password_changed_mail(&state, &mut tx, caller.user_id).await?;
     let ended = end_other_browser_sessions(&mut tx, &caller).await?;
     let tokens = start_session(&state, &mut tx, caller.user_id, caller.tenant_id).await?;
     tx.commit()

@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -79,6 +81,7 @@ impl TestApp {
             "namespace": { "prefix": prefix },
             "relay": { "poll_interval": "100ms", "retry_delay": "500ms" },
             "log": { "format": "text", "filter": "warn,sqlx=error" },
+            "mail": { "smtp_host": "127.0.0.1", "smtp_port": mail_capture().port },
         });
         let settings = Settings::with_overrides(overrides).expect("valid test settings");
         tasklane_telemetry::init_logging(&settings.log);
@@ -154,9 +157,48 @@ impl TestApp {
         }
     }
 
+    /// Waits up to 20 s for a mail to `recipient` whose subject contains `subject`, and
+    /// returns it as `tests/js/smtp-capture.mjs` reports it (`subject`, `text`, ...).
+    pub async fn wait_for_mail(&self, recipient: &str, subject: &str) -> Value {
+        for _ in 0..200 {
+            if let Some(mail) = self.mails_to(recipient).into_iter().find(|mail| {
+                mail["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(subject)
+            }) {
+                return mail;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no mail to {recipient} with a subject containing {subject:?} arrived within 20 s; received: {:?}",
+            self.mails_to(recipient)
+        );
+    }
+
+    /// Returns every mail the SMTP capture server has received for `recipient` so far.
+    pub fn mails_to(&self, recipient: &str) -> Vec<Value> {
+        let messages = mail_capture().messages.lock().unwrap();
+        messages
+            .iter()
+            .filter(|mail| {
+                mail["envelope_to"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|to| {
+                        to.as_str()
+                            .is_some_and(|to| to.eq_ignore_ascii_case(recipient))
+                    })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Marks an address verified in the database, as following the verification mail would.
-    /// Test accounts skip the mail so that tests of other features do not depend on the
-    /// relay, RabbitMQ and the email worker; the mail path has its own tests.
+    /// Test accounts skip the mail, so tests of other features do not depend on the relay,
+    /// RabbitMQ and the email worker. The mail path has its own tests.
     pub async fn mark_email_verified(&self, email: &str) {
         sqlx::query("update users set email_verified_at = now() where lower(email) = lower($1)")
             .bind(email)
@@ -251,6 +293,66 @@ impl TestApp {
             .await;
             admin.close().await;
         }
+    }
+}
+
+/// The SMTP server of `tests/js/smtp-capture.mjs`, started once per test binary and shared
+/// by its tests, which tell their mail apart by the unique recipient addresses they use.
+pub struct MailCapture {
+    pub port: u16,
+    messages: Arc<Mutex<Vec<Value>>>,
+    /// Kept open for the life of the test process; the server exits when it closes.
+    _stdin: Mutex<std::process::ChildStdin>,
+}
+
+/// Starts the SMTP capture server on first use and returns it.
+pub fn mail_capture() -> &'static MailCapture {
+    static CAPTURE: OnceLock<MailCapture> = OnceLock::new();
+    CAPTURE.get_or_init(start_mail_capture)
+}
+
+fn start_mail_capture() -> MailCapture {
+    let js = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/js");
+    assert!(
+        js.join("node_modules/smtp-server").exists(),
+        "the SMTP capture server is not installed; run `npm ci --prefix tests/js`"
+    );
+    let mut child = std::process::Command::new("node")
+        .arg(js.join("smtp-capture.mjs"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("running node for the SMTP capture server");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+
+    let first = lines
+        .next()
+        .expect("the SMTP capture server exited before listening")
+        .expect("reading the SMTP capture server's output");
+    let listening: Value = serde_json::from_str(&first).expect("a JSON line");
+    let port = listening["port"]
+        .as_u64()
+        .and_then(|port| u16::try_from(port).ok())
+        .unwrap_or_else(|| panic!("the SMTP capture server did not report a port: {first}"));
+
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&messages);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            match serde_json::from_str::<Value>(&line) {
+                Ok(message) => sink.lock().unwrap().push(message),
+                Err(error) => {
+                    eprintln!("invalid line from the SMTP capture server ({error}): {line}")
+                }
+            }
+        }
+    });
+    MailCapture {
+        port,
+        messages,
+        _stdin: Mutex::new(stdin),
     }
 }
 
