@@ -176,7 +176,11 @@ async fn online_users(shared: &HubShared, connection: &Connection, invocation_id
     };
     let group = connection.principal.tenant_group();
     let Some(store) = shared.presence.get() else {
-        complete_with_error(connection, Some(id), "presence is not enabled on this server");
+        complete_with_error(
+            connection,
+            Some(id),
+            "presence is not enabled on this server",
+        );
         return;
     };
     match store.users(&group).await {

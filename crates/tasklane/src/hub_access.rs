@@ -22,7 +22,10 @@ pub async fn enforce_access_changes(hub: Hub, access: AccessCache, shutdown: Can
             Ok(AccessChange::User(user_id)) => recheck_user(&hub, &access, user_id).await,
             Ok(AccessChange::All) => recheck_everyone(&hub, &access).await,
             Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "access changes were missed, rechecking every hub user");
+                tracing::warn!(
+                    missed,
+                    "access changes were missed, rechecking every hub user"
+                );
                 recheck_everyone(&hub, &access).await;
             }
             Err(RecvError::Closed) => return,

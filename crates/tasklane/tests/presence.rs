@@ -168,7 +168,10 @@ async fn viewers_follow_joins_across_nodes() {
     let member = add_member(&app, &owner).await;
     let task_id = create_task_id(&app, &owner).await;
     let group = format!("task:{task_id}");
-    let (node_a, node_b) = (Node::start(&app, json!({})).await, Node::start(&app, json!({})).await);
+    let (node_a, node_b) = (
+        Node::start(&app, json!({})).await,
+        Node::start(&app, json!({})).await,
+    );
 
     let mut owner_client =
         HubClient::connect(&node_a.hub_url(), &owner.token, &[task_id], &[]).await;
@@ -239,9 +242,11 @@ async fn dead_node_viewers_age_out() {
     let member = add_member(&app, &owner).await;
     let task_id = create_task_id(&app, &owner).await;
     let group = format!("task:{task_id}");
-    let (node_a, node_b) = (Node::start(&app, json!({})).await, Node::start(&app, json!({})).await);
-    let owner_client =
-        HubClient::connect(&node_a.hub_url(), &owner.token, &[task_id], &[]).await;
+    let (node_a, node_b) = (
+        Node::start(&app, json!({})).await,
+        Node::start(&app, json!({})).await,
+    );
+    let owner_client = HubClient::connect(&node_a.hub_url(), &owner.token, &[task_id], &[]).await;
     let mut member_client =
         HubClient::connect(&node_b.hub_url(), &member.token, &[task_id], &[]).await;
     let both = [owner.user_id, member.user_id];
@@ -276,7 +281,11 @@ async fn assert_closed_for_good(client: &mut HubClient) {
         .seen
         .iter()
         .any(|line| line["event"] == "reconnecting");
-    assert!(!reconnected, "the client tried to reconnect: {:?}", client.seen);
+    assert!(
+        !reconnected,
+        "the client tried to reconnect: {:?}",
+        client.seen
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +373,10 @@ async fn expired_token_closes_reconnectable() {
         .wait_for(|line| line["event"] == "reconnecting", WAIT)
         .await;
     let error = reconnecting["error"].as_str().unwrap_or_default();
-    assert!(error.contains("access token expired"), "close error: {error:?}");
+    assert!(
+        error.contains("access token expired"),
+        "close error: {error:?}"
+    );
     // The only retry presents the same expired token, which negotiate rejects.
     client
         .wait_for(|line| line["event"] == "closed", WAIT)

@@ -41,7 +41,10 @@ pub fn token_for(principal: &Principal) -> String {
 fn parse_token(token: &str) -> Option<Principal> {
     let rest = token.strip_prefix("user-")?;
     let (user, tenant) = rest.split_once("-tenant-")?;
-    Some(Principal::new(Uuid::parse_str(user).ok()?, Uuid::parse_str(tenant).ok()?))
+    Some(Principal::new(
+        Uuid::parse_str(user).ok()?,
+        Uuid::parse_str(tenant).ok()?,
+    ))
 }
 
 struct Entity {
