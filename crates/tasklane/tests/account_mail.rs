@@ -139,7 +139,7 @@ async fn register_answers_alike_for_taken_email() {
     app.stop().await;
 }
 
-/// ASVS 6.4.1, 6.5.1: the verification token from the mail verifies the address once;
+/// ASVS 6.4.1: the verification token from the mail verifies the address once;
 /// reuse, an unknown token and an expired token are rejected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_token_works_once() {
