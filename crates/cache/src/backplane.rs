@@ -23,6 +23,11 @@ pub const HUB_LOG_TTL: Duration = Duration::from_secs(60 * 60);
 /// How long a subscription attempt may take before it counts as failed.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a hub log call may take. While Redis is down, the connection manager makes
+/// calls wait for its reconnection attempts, which would hold back the relay and
+/// resuming clients that PostgreSQL can serve.
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Returns the key, before the namespace prefix, of a group's recent message log.
 pub fn hub_log_key(group: &str) -> String {
     format!("hub:{group}:log")
@@ -61,7 +66,10 @@ impl Cache {
             pipe.expire(&key, ttl).ignore();
             pipe.publish(&channel, &entry.payload).ignore();
         }
-        let result: redis::RedisResult<()> = pipe.query_async(&mut connection).await;
+        let result: redis::RedisResult<()> =
+            tokio::time::timeout(CALL_TIMEOUT, pipe.query_async(&mut connection))
+                .await
+                .unwrap_or_else(|_| Err(timed_out("publishing hub messages")));
         self.record("publish hub messages", result).is_some()
     }
 
@@ -76,9 +84,11 @@ impl Cache {
     ) -> Option<Vec<(i64, String)>> {
         let mut connection = self.connection.clone()?;
         let key = self.key(&hub_log_key(group));
-        let result: redis::RedisResult<Vec<(String, i64)>> = connection
-            .zrangebyscore_withscores(key, first_seq, last_seq)
-            .await;
+        let read = connection.zrangebyscore_withscores(key, first_seq, last_seq);
+        let result: redis::RedisResult<Vec<(String, i64)>> =
+            tokio::time::timeout(CALL_TIMEOUT, read)
+                .await
+                .unwrap_or_else(|_| Err(timed_out("reading a hub log")));
         let entries = self.record("read hub log", result)?;
         Some(
             entries

@@ -286,13 +286,22 @@ impl OwnRedis {
             .expect("running redis-server");
         self.process = Some(process);
         let deadline = tokio::time::Instant::now() + WAIT;
-        while redis_cli(&self.url(), &["PING"]).await != "PONG" {
+        while !self.answers_ping().await {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "redis-server on port {port} did not start"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    async fn answers_ping(&self) -> bool {
+        let output = Command::new("redis-cli")
+            .args(["-u", &self.url(), "PING"])
+            .output()
+            .await
+            .expect("running redis-cli");
+        output.status.success() && output.stdout.starts_with(b"PONG")
     }
 
     async fn stop(&mut self) {
