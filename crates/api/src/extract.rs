@@ -251,7 +251,7 @@ pub(crate) fn check_origin(
 
 /// Rejects a cookie-authenticated write unless it comes from an allowed origin and carries
 /// the session's CSRF token in `X-CSRF-Token`.
-fn check_csrf(
+pub(crate) fn check_csrf(
     headers: &HeaderMap,
     allowed_origins: &[String],
     cookie: &str,

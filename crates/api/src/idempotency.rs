@@ -41,20 +41,29 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
             .to_owned(),
         _ => return Ok(next.run(request).await),
     };
-    // Keys belong to the authenticated caller; without a valid token the handler rejects.
+    // Keys belong to the authenticated caller. Without a valid token or session cookie, the
+    // handler rejects the request.
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::extract::parse_bearer);
-    let Some(claims) = token.and_then(|t| state.tokens.verify(t).ok()) else {
+    let identity = match token {
+        Some(token) => state
+            .tokens
+            .verify(token)
+            .ok()
+            .map(|claims| (claims.sub, claims.tid)),
+        None => session_identity(&state, request.headers()).await,
+    };
+    let Some((user_id, tenant_id)) = identity else {
         return Ok(next.run(request).await);
     };
-    let scoped_key = format!("{}:{key}", claims.tid);
+    let scoped_key = format!("{tenant_id}:{key}");
 
     let (request, request_hash) =
         hash_request(request, state.settings.server.max_json_bytes).await?;
-    match idempotency::reserve(&state.pool, claims.sub, &scoped_key, &request_hash).await? {
+    match idempotency::reserve(&state.pool, user_id, &scoped_key, &request_hash).await? {
         KeyState::Reserved => {}
         KeyState::InProgress => {
             return Err(ApiError::Conflict(
@@ -74,7 +83,7 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     // Only successes are kept: a failure (a broken upload, a validation error) may succeed
     // when retried, so the key is freed for that retry.
     if !status.is_success() {
-        idempotency::release(&state.pool, claims.sub, &scoped_key).await?;
+        idempotency::release(&state.pool, user_id, &scoped_key).await?;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -90,15 +99,25 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     };
     let stored: serde_json::Value =
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    idempotency::complete(
-        &state.pool,
-        claims.sub,
-        &scoped_key,
-        status.as_u16(),
-        &stored,
-    )
-    .await?;
+    idempotency::complete(&state.pool, user_id, &scoped_key, status.as_u16(), &stored).await?;
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Returns the user and tenant of a request's browser session when the request would pass
+/// the CSRF checks, so a forged request neither reserves a key nor gets a stored response.
+async fn session_identity(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Option<(uuid::Uuid, uuid::Uuid)> {
+    let cookie = crate::browser_session::session_cookie(headers)?;
+    let allowed_origins = &state.settings.server.allowed_origins;
+    crate::extract::check_csrf(headers, allowed_origins, cookie).ok()?;
+    let session = state
+        .session_authenticator()
+        .authenticate(cookie)
+        .await
+        .ok()?;
+    Some((session.user_id, session.tenant_id))
 }
 
 /// Hashes method, path and body; a multipart upload is identified by its key alone, since

@@ -743,3 +743,43 @@ async fn hub_accepts_cookie_from_allowed_origin() {
     assert_eq!(bearer.status(), 200, "bearer auth ignores the Origin");
     app.stop().await;
 }
+
+// A retried cookie write with the same Idempotency-Key gets the stored response, and a
+// request that fails the CSRF checks gets no replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_write_honours_idempotency_key() {
+    let app = TestApp::spawn().await;
+    let person = register(&app, "Idempotent").await;
+    let session = start_session(&app, &person).await;
+    let send = |csrf_token: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/api/v1/projects"))
+            .header(COOKIE, session.cookie_header())
+            .header(ORIGIN, ALLOWED_ORIGIN)
+            .header("idempotency-key", "create-web-project")
+            .json(&json!({ "key": "RETRY", "name": "Once" }));
+        if let Some(token) = csrf_token {
+            request = request.header("x-csrf-token", token);
+        }
+        request.send()
+    };
+
+    let first = send(Some(session.csrf_token.clone())).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let second = send(Some(session.csrf_token.clone())).await.unwrap();
+    assert_eq!(second.status(), 201);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["id"], second["id"], "the retry replays the response");
+
+    let forged = send(None).await.unwrap();
+    assert_eq!(forged.status(), 403);
+
+    let count: i64 = sqlx::query_scalar("select count(*) from projects where key = 'RETRY'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    app.stop().await;
+}
