@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -38,6 +38,109 @@ async fn server_sent_events_survive_node_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polling_survives_node_kill() {
     resume_after_node_kill("longpolling").await;
+}
+
+/// Stateful reconnect across nodes: the WebSocket goes through a node that forwards it to
+/// the owner, that node is killed, and the client's new WebSocket reaches the owner through
+/// a third node. The owner resends what the client had not acknowledged, so the client
+/// needs no `Resume`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_reconnect_survives_forwarder_kill() {
+    let started = Instant::now();
+    let app = TestApp::spawn().await;
+    let account = app.register("Cluster").await;
+    let task = app.create_task(&account, "Survive a forwarder").await;
+    let task_id: Uuid = task["id"].as_str().unwrap().parse().unwrap();
+    let group = format!("task:{task_id}");
+
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(HubNode::start(&app).await);
+    }
+    let balancer = Balancer::start(nodes.iter().map(|node| node.url.clone()).collect()).await;
+
+    let args = [
+        "--join-task".to_owned(),
+        task_id.to_string(),
+        "--stateful-reconnect".to_owned(),
+    ];
+    let mut client = HubClient::connect_with_args(&balancer.hub_url(), &account.token, &args).await;
+    let joined = client
+        .seen
+        .iter()
+        .find(|line| line["event"] == "joined")
+        .cloned()
+        .expect("the client joined the task");
+    let join_seq = joined["result"]["seq"]
+        .as_i64()
+        .expect("join returns a seq");
+    let mut version = task["version"].as_i64().expect("a task has a version");
+
+    for _ in 0..UPDATES_PER_PHASE {
+        version = patch_task(&app, &account, task_id, version).await;
+    }
+    let mut expected_last = join_seq + UPDATES_PER_PHASE;
+    wait_for_seq(&mut client, &group, expected_last).await;
+
+    let owner_url = connection_owner(&app.prefix).await;
+    let owner = nodes.iter().position(|node| node.url == owner_url).unwrap();
+    let forwarder = balancer.upgrade_backends()[0];
+    assert_ne!(
+        forwarder, owner,
+        "the WebSocket went to the owner without forwarding"
+    );
+    nodes[forwarder].kill().await;
+
+    for _ in 0..UPDATES_PER_PHASE {
+        version = patch_task(&app, &account, task_id, version).await;
+    }
+    expected_last += UPDATES_PER_PHASE;
+    wait_for_seq(&mut client, &group, expected_last).await;
+    patch_task(&app, &account, task_id, version).await;
+    expected_last += 1;
+    wait_for_seq(&mut client, &group, expected_last).await;
+    let late_lines = client.drain();
+    client.seen.extend(late_lines);
+
+    let upgrades = balancer.upgrade_backends();
+    assert_eq!(
+        upgrades.len(),
+        2,
+        "one WebSocket and one reconnect: {upgrades:?}"
+    );
+    assert_ne!(
+        upgrades[1], owner,
+        "the new WebSocket went to the owner without forwarding"
+    );
+    assert_ne!(
+        upgrades[1], forwarder,
+        "the new WebSocket went to the killed node"
+    );
+    let seqs = received_seqs(&client.seen, &group);
+    let expected: Vec<i64> = (join_seq + 1..=expected_last).collect();
+    assert_eq!(
+        seqs, expected,
+        "updates received across the stateful reconnect"
+    );
+    let event_ids: Vec<&str> = update_lines(&client.seen, &group)
+        .map(|line| line["envelope"]["event_id"].as_str().unwrap())
+        .collect();
+    let unique: HashSet<&str> = event_ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        event_ids.len(),
+        "duplicate event ids: {event_ids:?}"
+    );
+
+    client.stop().await;
+    for node in &mut nodes {
+        node.kill().await;
+    }
+    app.stop().await;
+    eprintln!(
+        "stateful reconnect across nodes took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Runs the whole scenario on one transport. The in-process application provides the API
@@ -281,12 +384,15 @@ async fn database_url(app: &TestApp) -> String {
 /// connections is skipped, as nginx skips a failed upstream.
 struct Balancer {
     address: SocketAddr,
+    backends: Arc<Backends>,
 }
 
 struct Backends {
     urls: Vec<String>,
     next: AtomicUsize,
     client: reqwest::Client,
+    /// Index of the backend that each upgrade request went to, in order.
+    upgrades: Mutex<Vec<usize>>,
 }
 
 impl Balancer {
@@ -295,14 +401,22 @@ impl Balancer {
             urls,
             next: AtomicUsize::new(0),
             client: tasklane_hub::forwarding_client(),
+            upgrades: Mutex::new(Vec::new()),
         });
-        let router = axum::Router::new().fallback(balance).with_state(backends);
+        let router = axum::Router::new()
+            .fallback(balance)
+            .with_state(Arc::clone(&backends));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
         });
-        Self { address }
+        Self { address, backends }
+    }
+
+    /// Returns the backend index of each upgrade request so far.
+    fn upgrade_backends(&self) -> Vec<usize> {
+        self.backends.upgrades.lock().unwrap().clone()
     }
 
     fn hub_url(&self) -> String {
@@ -313,10 +427,14 @@ impl Balancer {
 async fn balance(State(backends): State<Arc<Backends>>, request: Request) -> Response {
     let start = backends.next.fetch_add(1, Ordering::Relaxed);
     for offset in 0..backends.urls.len() {
-        let url = &backends.urls[(start + offset) % backends.urls.len()];
+        let index = (start + offset) % backends.urls.len();
+        let url = &backends.urls[index];
         let address = url.trim_start_matches("http://");
         if TcpStream::connect(address).await.is_err() {
             continue;
+        }
+        if request.headers().contains_key("upgrade") {
+            backends.upgrades.lock().unwrap().push(index);
         }
         return match tasklane_hub::forward_request(&backends.client, url, request).await {
             Ok(response) => response,
