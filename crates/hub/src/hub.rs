@@ -15,7 +15,7 @@ use crate::cluster::{ClusterState, HubCluster};
 use crate::connection::{Connection, ConnectionKey, OutboundEvent};
 use crate::groups::GroupRegistry;
 use crate::negotiate::Negotiations;
-use crate::presence::{self, PresenceStore};
+use crate::presence::{self, PresenceStore, PresenceUser};
 use crate::protocol::CloseMessage;
 use crate::settings::HubSettings;
 
@@ -146,7 +146,7 @@ impl Hub {
     /// for a tenant group. Ignores other groups.
     ///
     /// These messages have no sequence number, so `Resume` does not replay them.
-    pub fn dispatch_presence(&self, group: &str, users: &[Uuid]) {
+    pub fn dispatch_presence(&self, group: &str, users: &[PresenceUser]) {
         let Some(method) = presence::client_method(group) else {
             tracing::debug!(%group, "presence update for a group without presence, dropped");
             return;

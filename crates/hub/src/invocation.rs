@@ -168,8 +168,8 @@ async fn join(
     }
 }
 
-/// Completes with `{"group", "users": [{"user_id"}]}`, the users online in the
-/// connection's tenant, or with an error when no presence store is set or it failed.
+/// Completes with `{"group", "users": [{"user_id", "name", "handle"}]}`, the users
+/// online in the connection's tenant, or with an error when no presence store is set or it failed.
 async fn online_users(shared: &HubShared, connection: &Connection, invocation_id: Option<&str>) {
     let Some(id) = invocation_id else {
         return;

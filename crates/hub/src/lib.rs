@@ -21,7 +21,8 @@
 //!   `Resume([{"group", "after_seq"}])` and `OnlineUsers()`. The server invokes
 //!   `taskUpdated`, `notification` and `jobProgress` on the client with one envelope
 //!   argument `{"event_id", "group", "seq", "type", "data"}`, `resync` with `{"group"}`,
-//!   and `viewers` and `onlineUsers` with `{"group", "users": [{"user_id"}]}`.
+//!   and `viewers` and `onlineUsers` with `{"group", "users": [{"user_id", "name",
+//!   "handle"}]}`.
 //!
 //! Clients authenticate with a bearer token, from the `Authorization` header or the
 //! `access_token` query parameter. The token is checked at negotiate and again on every
@@ -109,6 +110,6 @@ pub use backend::{
 pub use cluster::{owner_key, ConnectionOwners, HubCluster, OwnersUnavailable};
 pub use forward::{forward_request, forwarding_client, ForwardError};
 pub use hub::{CloseReason, Hub};
-pub use presence::{PresenceError, PresenceMember, PresenceStore};
+pub use presence::{PresenceError, PresenceMember, PresenceStore, PresenceUser};
 pub use session::CLOSE_TIMEOUT;
 pub use settings::{HubSettings, InvalidHubSettings};

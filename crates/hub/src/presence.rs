@@ -9,7 +9,8 @@
 //! When a set changes, the store publishes its users to every node. Each node sends them
 //! with [`crate::Hub::dispatch_presence`] to its own connections in the group, as
 //! `viewers` for a `task:{id}` group and `onlineUsers` for a `tenant:{id}` group. The one
-//! argument is `{"group", "users": [{"user_id"}]}`. These messages carry no sequence number,
+//! argument is `{"group", "users": [{"user_id", "name", "handle"}]}`, where the
+//! application may leave out `name` and `handle`. These messages carry no sequence number,
 //! so `Resume` never replays them: a client that reconnects receives the current set with
 //! the next change, or reads it with the `OnlineUsers` hub method.
 
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,6 +32,28 @@ pub struct PresenceMember {
     pub user_id: Uuid,
     /// The connection's public id from negotiate, unique across nodes.
     pub connection_id: String,
+}
+
+/// A user in a presence set, with the display name and tenant handle when the
+/// application found them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PresenceUser {
+    pub user_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+}
+
+impl PresenceUser {
+    /// Creates an entry with the user id alone.
+    pub fn new(user_id: Uuid) -> Self {
+        Self {
+            user_id,
+            name: None,
+            handle: None,
+        }
+    }
 }
 
 /// Failure of the presence store, logged by the hub.
@@ -50,7 +74,7 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn remove(&self, group: &str, members: &[PresenceMember]) -> Result<(), PresenceError>;
 
     /// Returns the distinct users of the set of `group` whose entries have not expired.
-    async fn users(&self, group: &str) -> Result<Vec<Uuid>, PresenceError>;
+    async fn users(&self, group: &str) -> Result<Vec<PresenceUser>, PresenceError>;
 }
 
 /// Returns whether `group` has a presence set: task groups for viewers and tenant groups
@@ -72,11 +96,7 @@ pub(crate) fn client_method(group: &str) -> Option<&'static str> {
 }
 
 /// Builds the argument of a `viewers` or `onlineUsers` invocation.
-pub(crate) fn users_argument(group: &str, users: &[Uuid]) -> Value {
-    let users: Vec<Value> = users
-        .iter()
-        .map(|user_id| json!({ "user_id": user_id }))
-        .collect();
+pub(crate) fn users_argument(group: &str, users: &[PresenceUser]) -> Value {
     json!({ "group": group, "users": users })
 }
 
@@ -183,14 +203,23 @@ mod tests {
     }
 
     #[test]
-    fn users_argument_lists_user_ids() {
-        let user_id = Uuid::nil();
+    fn users_argument_lists_users() {
+        let named = PresenceUser {
+            user_id: Uuid::from_u128(1),
+            name: Some("Ana".to_owned()),
+            handle: Some("ana".to_owned()),
+        };
+        let unnamed = PresenceUser::new(Uuid::from_u128(2));
 
-        let argument = users_argument("task:1", &[user_id]);
+        let argument = users_argument("task:1", &[named.clone(), unnamed.clone()]);
 
+        let expected_users = json!([
+            { "user_id": named.user_id, "name": "Ana", "handle": "ana" },
+            { "user_id": unnamed.user_id },
+        ]);
         assert_eq!(
             argument,
-            json!({ "group": "task:1", "users": [{ "user_id": user_id }] })
+            json!({ "group": "task:1", "users": expected_users })
         );
     }
 }

@@ -133,6 +133,7 @@ impl Application {
             let redis_url = settings.redis.url.expose_secret();
             crate::presence::start(
                 hub,
+                &pool,
                 redis_url,
                 &settings.namespace,
                 &settings.presence,

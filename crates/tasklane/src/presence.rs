@@ -9,6 +9,9 @@
 //! published messages in order, so the last message every node receives for a group
 //! matches the set's final state.
 //!
+//! Each node adds the users' display names and tenant handles from PostgreSQL before it
+//! sends a set to its clients.
+//!
 //! Presence changes use their own channel rather than the relay's backplane, because
 //! they are not numbered group messages: they are sent once, never stored, and never
 //! replayed by `Resume`.
@@ -19,7 +22,8 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use redis::aio::ConnectionManager;
 use tasklane_config::{NamespaceSettings, PresenceSettings};
-use tasklane_hub::{Hub, PresenceError, PresenceMember, PresenceStore};
+use tasklane_hub::{Hub, PresenceError, PresenceMember, PresenceStore, PresenceUser};
+use tasklane_store::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -67,6 +71,8 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 /// The [`PresenceStore`] of every hub node, in Redis.
 pub struct RedisPresence {
     connection: ConnectionManager,
+    /// PostgreSQL, for the users' names and handles.
+    pool: PgPool,
     namespace: NamespaceSettings,
     expiry: Duration,
 }
@@ -75,6 +81,7 @@ impl RedisPresence {
     /// Connects to Redis at `url`.
     pub async fn connect(
         url: &str,
+        pool: PgPool,
         namespace: NamespaceSettings,
         settings: &PresenceSettings,
     ) -> Result<Self, redis::RedisError> {
@@ -82,6 +89,7 @@ impl RedisPresence {
         let connection = ConnectionManager::new(client).await?;
         Ok(Self {
             connection,
+            pool,
             namespace,
             expiry: settings.expiry,
         })
@@ -132,7 +140,7 @@ impl PresenceStore for RedisPresence {
         self.update(group, members, "remove").await
     }
 
-    async fn users(&self, group: &str) -> Result<Vec<Uuid>, PresenceError> {
+    async fn users(&self, group: &str) -> Result<Vec<PresenceUser>, PresenceError> {
         let mut connection = self.connection.clone();
         let members: Vec<String> = redis::cmd("EVAL")
             .arg(MEMBERS_SCRIPT)
@@ -142,8 +150,58 @@ impl PresenceStore for RedisPresence {
             .query_async(&mut connection)
             .await
             .map_err(|error| PresenceError(error.to_string()))?;
-        Ok(distinct_users(members.iter().map(String::as_str)))
+        let users = distinct_users(members.iter().map(String::as_str));
+        Ok(describe_users(&self.pool, group, &users).await)
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserNameRow {
+    id: Uuid,
+    name: String,
+    handle: String,
+}
+
+/// Adds each user's name and handle in the tenant of `group` (the tenant itself, or the
+/// task's tenant). Users without a membership there, and every user when PostgreSQL
+/// fails, keep only their id.
+async fn describe_users(pool: &PgPool, group: &str, users: &[Uuid]) -> Vec<PresenceUser> {
+    let mut described: Vec<PresenceUser> = users.iter().copied().map(PresenceUser::new).collect();
+    let tenant_query = match group.split_once(':') {
+        Some(("tenant", id)) => id.parse::<Uuid>().ok().map(|id| ("select $2::uuid", id)),
+        Some(("task", id)) => id
+            .parse::<Uuid>()
+            .ok()
+            .map(|id| ("select tenant_id from tasks where id = $2", id)),
+        _ => None,
+    };
+    let Some((tenant_select, group_id)) = tenant_query else {
+        return described;
+    };
+    let query = format!(
+        "select u.id, u.name, m.handle
+         from users u join memberships m on m.user_id = u.id
+         where u.id = any($1) and m.tenant_id = ({tenant_select})"
+    );
+    let rows = sqlx::query_as::<_, UserNameRow>(&query)
+        .bind(users)
+        .bind(group_id)
+        .fetch_all(pool)
+        .await;
+    match rows {
+        Ok(rows) => {
+            for row in rows {
+                if let Some(user) = described.iter_mut().find(|user| user.user_id == row.id) {
+                    user.name = Some(row.name);
+                    user.handle = Some(row.handle);
+                }
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, %group, "reading presence users' names failed, sending ids only");
+        }
+    }
+    described
 }
 
 /// Returns the distinct user ids of `{user_id}/{connection_id}` members, sorted, and
@@ -172,6 +230,7 @@ fn parse_change(payload: &str) -> Option<(&str, Vec<Uuid>)> {
 /// clients keep an outdated list until the group's next change.
 async fn run_subscriber(
     mut messages: Option<PresenceMessages>,
+    pool: PgPool,
     redis_url: String,
     channel: String,
     hub: Hub,
@@ -181,7 +240,7 @@ async fn run_subscriber(
         if let Some(stream) = messages.take() {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = deliver(stream, &channel, &hub) => {
+                () = deliver(stream, &pool, &channel, &hub) => {
                     tracing::warn!(%channel, "presence subscription ended, subscribing again");
                 }
             }
@@ -208,14 +267,17 @@ async fn subscribe(redis_url: &str, channel: &str) -> Result<PresenceMessages, r
     Ok(Box::pin(pubsub.into_on_message()))
 }
 
-async fn deliver(mut messages: PresenceMessages, channel: &str, hub: &Hub) {
+async fn deliver(mut messages: PresenceMessages, pool: &PgPool, channel: &str, hub: &Hub) {
     while let Some(message) = messages.next().await {
         let Ok(payload) = message.get_payload::<String>() else {
             tracing::warn!(%channel, "presence change is not text, dropped");
             continue;
         };
         match parse_change(&payload) {
-            Some((group, users)) => hub.dispatch_presence(group, &users),
+            Some((group, users)) => {
+                let users = describe_users(pool, group, &users).await;
+                hub.dispatch_presence(group, &users);
+            }
             None => tracing::warn!(%channel, "presence change has no group line, dropped"),
         }
     }
@@ -225,13 +287,16 @@ async fn deliver(mut messages: PresenceMessages, channel: &str, hub: &Hub) {
 /// the hub's heartbeat on `tasks`. Logs and leaves presence off when Redis cannot be reached.
 pub async fn start(
     hub: &Hub,
+    pool: &PgPool,
     redis_url: &str,
     namespace: &NamespaceSettings,
     settings: &PresenceSettings,
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &CancellationToken,
 ) {
-    let store = match RedisPresence::connect(redis_url, namespace.clone(), settings).await {
+    let connected =
+        RedisPresence::connect(redis_url, pool.clone(), namespace.clone(), settings).await;
+    let store = match connected {
         Ok(store) => store,
         Err(error) => {
             tracing::error!(%error, "presence store could not connect to redis, presence is off");
@@ -250,6 +315,7 @@ pub async fn start(
     };
     tasks.spawn(run_subscriber(
         messages,
+        pool.clone(),
         redis_url.to_owned(),
         channel,
         hub.clone(),

@@ -135,7 +135,14 @@ fn users_of(line: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// Waits until `client` receives `method` for `group` listing exactly `users`.
+fn is_presence_line(line: &Value, method: &str, group: &str) -> bool {
+    line["event"] == "message" && line["method"] == method && line["envelope"]["group"] == group
+}
+
+/// Waits until the latest `method` message for `group` that `client` received lists
+/// exactly `users`, and returns it. Lines read before, such as those that arrived before
+/// `ready`, count, because a join's presence update can reach the client before its join
+/// completes.
 async fn wait_for_users(
     client: &mut HubClient,
     method: &str,
@@ -143,14 +150,17 @@ async fn wait_for_users(
     users: &[Uuid],
 ) -> Value {
     let expected = user_set(users);
+    let latest = client
+        .seen
+        .iter()
+        .rev()
+        .find(|line| is_presence_line(line, method, group));
+    if let Some(line) = latest.filter(|line| users_of(line) == expected) {
+        return line.clone();
+    }
     client
         .wait_for(
-            |line| {
-                line["event"] == "message"
-                    && line["method"] == method
-                    && line["envelope"]["group"] == group
-                    && users_of(line) == expected
-            },
+            |line| is_presence_line(line, method, group) && users_of(line) == expected,
             WAIT,
         )
         .await
@@ -180,8 +190,13 @@ async fn viewers_follow_joins_across_nodes() {
         HubClient::connect(&node_b.hub_url(), &member.token, &[task_id], &[]).await;
 
     let both = [owner.user_id, member.user_id];
-    wait_for_users(&mut owner_client, "viewers", &group, &both).await;
+    let viewers = wait_for_users(&mut owner_client, "viewers", &group, &both).await;
     wait_for_users(&mut member_client, "viewers", &group, &both).await;
+    for viewer in viewers["envelope"]["users"].as_array().unwrap() {
+        assert_eq!(viewer["name"], "Test Person", "viewer: {viewer}");
+        let handle = viewer["handle"].as_str().unwrap_or_default();
+        assert!(!handle.is_empty(), "viewer without a handle: {viewer}");
+    }
 
     let left = member_client
         .invoke("LeaveTask", json!([task_id.to_string()]))
