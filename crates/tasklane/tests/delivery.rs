@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use common::{Account, HubClient, TestApp};
 use serde_json::{json, Value};
+use tasklane::hub_history::read_missed;
+use tasklane_cache::Cache;
+use tasklane_config::NamespaceSettings;
+use tasklane_hub::CatchUp;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -360,6 +364,10 @@ async fn live_delivery_survives_redis_outage() {
     // The join then starts after the creation message, so every later one arrives live.
     wait_for_recorded(&app, &format!("task:{task_id}"), 1).await;
     let mut client = HubClient::connect(&app.hub_url(), &account.token, &[task_id], &[]).await;
+    let namespace = NamespaceSettings {
+        prefix: app.prefix.clone(),
+    };
+    let cache = Cache::connect(&redis.url(), namespace).await;
 
     for title in ["redis 1", "redis 2"] {
         rename_and_receive(&app, &account, task_id, &mut client, title).await;
@@ -368,6 +376,33 @@ async fn live_delivery_survives_redis_outage() {
     for title in ["postgres 1", "postgres 2", "postgres 3"] {
         rename_and_receive(&app, &account, task_id, &mut client, title).await;
     }
+    // A catch-up while Redis is down is served from PostgreSQL. It runs through a Redis
+    // connection opened before the outage, as the hub's is.
+    // NOTE: this calls the hub's catch-up directly, because a new hub connection did not
+    // become ready within 30 s while Redis was down.
+    let group = format!("task:{task_id}");
+    let replayed = match read_missed(&app.pool, &cache, &group, 2, 500)
+        .await
+        .unwrap()
+    {
+        CatchUp::Messages(messages) => messages,
+        CatchUp::Resync => panic!("catch-up of {group} asked for resync"),
+    };
+    let replayed: Vec<(i64, String)> = replayed
+        .iter()
+        .map(|message| {
+            (
+                message.seq,
+                message.data["title"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected_replay: Vec<(i64, String)> = (3..)
+        .zip(["redis 2", "postgres 1", "postgres 2", "postgres 3"])
+        .map(|(seq, title)| (seq, title.to_owned()))
+        .collect();
+    assert_eq!(replayed, expected_replay);
+
     redis.restart().await;
     wait_for_subscribers(&redis.url(), &channel, 1).await;
     for title in ["redis 3", "redis 4"] {

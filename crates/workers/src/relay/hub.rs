@@ -161,3 +161,43 @@ impl Destination for HubDestination {
         self.prune_if_due().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published() -> PublishedMessage {
+        PublishedMessage {
+            position: 42,
+            message: HubMessage {
+                group: "task:x".to_owned(),
+                seq: 7,
+                event_id: Uuid::nil(),
+                event_type: "task.updated".to_owned(),
+                method: "taskUpdated".to_owned(),
+                data: serde_json::json!({ "title": "t" }),
+            },
+        }
+    }
+
+    #[test]
+    fn published_message_is_flat_json() {
+        let value = serde_json::to_value(published()).unwrap();
+
+        assert_eq!(value["position"], 42);
+        assert_eq!(value["group"], "task:x");
+        assert_eq!(value["seq"], 7);
+        assert_eq!(value["data"]["title"], "t");
+    }
+
+    // A hub node that predates positions reads the payload as a plain hub message.
+    #[test]
+    fn published_message_parses_as_hub_message() {
+        let payload = serde_json::to_string(&published()).unwrap();
+
+        let message: HubMessage = serde_json::from_str(&payload).unwrap();
+
+        assert_eq!(message.group, "task:x");
+        assert_eq!(message.seq, 7);
+    }
+}
