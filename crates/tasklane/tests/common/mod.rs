@@ -348,6 +348,8 @@ fn start_mail_capture() -> MailCapture {
                 }
             }
         }
+        // The output ends when the server exits; reap it.
+        let _ = child.wait();
     });
     MailCapture {
         port,
