@@ -28,6 +28,22 @@ use crate::hub::HubShared;
 /// Its value is the advertised URL of the forwarding node.
 const FORWARDED_BY_HEADER: &str = "x-tasklane-hub-forwarded-by";
 
+/// How long a registry call may take before the hub treats the registry as unavailable, so
+/// a Redis that hangs delays negotiate and forwarding by at most this much.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs a registry call with [`REGISTRY_TIMEOUT`].
+async fn with_timeout<T>(
+    call: impl std::future::Future<Output = Result<T, OwnersUnavailable>>,
+) -> Result<T, OwnersUnavailable> {
+    match tokio::time::timeout(REGISTRY_TIMEOUT, call).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(OwnersUnavailable(format!(
+            "no response within {REGISTRY_TIMEOUT:?}"
+        ))),
+    }
+}
+
 /// The shared record of which hub node owns which connection, such as keys in Redis.
 /// Keys are [`owner_key`] hashes, never the secret connection tokens themselves.
 #[async_trait::async_trait]
@@ -108,11 +124,11 @@ pub(crate) async fn register_owner(shared: &Arc<HubShared>, token: &str) {
     };
     let cluster = &state.cluster;
     let key = owner_key(token);
-    if let Err(error) = cluster
-        .owners
-        .register(&key, &cluster.advertise_url, cluster.registration_ttl)
-        .await
-    {
+    let registration =
+        cluster
+            .owners
+            .register(&key, &cluster.advertise_url, cluster.registration_ttl);
+    if let Err(error) = with_timeout(registration).await {
         tracing::warn!(%error, "could not record the owner of a hub connection, so only this node serves it");
     }
     tokio::spawn(refresh_owner(Arc::downgrade(shared), token.to_owned(), key));
@@ -136,9 +152,9 @@ async fn refresh_owner(shared: Weak<HubShared>, token: String, key: String) {
             !shared.is_shutting_down() && shared.negotiations.contains(&token)
         });
         let result = if alive {
-            owners.register(&key, &advertise_url, ttl).await
+            with_timeout(owners.register(&key, &advertise_url, ttl)).await
         } else {
-            owners.remove(&key).await
+            with_timeout(owners.remove(&key)).await
         };
         if let Err(error) = result {
             tracing::debug!(%error, "could not refresh the owner of a hub connection");
@@ -170,7 +186,7 @@ pub(crate) async fn route_to_owner(
     }
 
     let cluster = &state.cluster;
-    let owner = match cluster.owners.owner(&owner_key(token)).await {
+    let owner = match with_timeout(cluster.owners.owner(&owner_key(token))).await {
         Ok(Some(owner)) if owner != cluster.advertise_url => owner,
         Ok(_) => return next.run(request).await,
         Err(error) => {
