@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
+};
 use openidconnect::{
     reqwest, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use parking_lot::Mutex;
 
@@ -44,6 +46,8 @@ pub enum OidcError {
     MissingIdToken,
     #[error("the ID token is invalid: {0}")]
     InvalidIdToken(String),
+    #[error("fetching the UserInfo claims failed: {0}")]
+    UserInfo(String),
 }
 
 /// The settings of a tenant's provider that a login uses.
@@ -146,7 +150,8 @@ pub async fn authorization_request(
 
 /// Exchanges the authorization code with the PKCE verifier at the token endpoint and
 /// verifies the returned ID token: signature with the provider's JWKS, issuer, audience,
-/// expiry and nonce.
+/// expiry and nonce. Reads the e-mail address from the UserInfo endpoint when the ID token
+/// has none.
 pub async fn verify_callback(
     config: &ProviderConfig<'_>,
     redirect_uri: &str,
@@ -180,7 +185,7 @@ pub async fn verify_callback(
             return Err(OidcError::InvalidIdToken(error_chain(&error)));
         }
     };
-    Ok(VerifiedIdentity {
+    let mut identity = VerifiedIdentity {
         subject: claims.subject().as_str().to_owned(),
         email: claims.email().map(|email| email.as_str().to_owned()),
         email_verified: claims.email_verified().unwrap_or(false),
@@ -188,7 +193,33 @@ pub async fn verify_callback(
             .name()
             .and_then(|name| name.get(None))
             .map(|name| name.as_str().to_owned()),
-    })
+    };
+    if identity.email.is_some() {
+        return Ok(identity);
+    }
+
+    // In the code flow a provider may return scope claims such as `email` only from its
+    // UserInfo endpoint (OpenID Connect Core 1.0, section 5.4), as oidc-provider does. The
+    // crate rejects a response whose `sub` differs from the ID token's.
+    let Ok(request) = client.user_info(
+        response.access_token().to_owned(),
+        Some(claims.subject().clone()),
+    ) else {
+        return Ok(identity);
+    };
+    let user_info: CoreUserInfoClaims = request
+        .request_async(http_client())
+        .await
+        .map_err(|e| OidcError::UserInfo(error_chain(&e)))?;
+    identity.email = user_info.email().map(|email| email.as_str().to_owned());
+    identity.email_verified = user_info.email_verified().unwrap_or(false);
+    if identity.name.is_none() {
+        identity.name = user_info
+            .name()
+            .and_then(|name| name.get(None))
+            .map(|name| name.as_str().to_owned());
+    }
+    Ok(identity)
 }
 
 fn parse_redirect_uri(value: &str) -> Result<RedirectUrl, OidcError> {

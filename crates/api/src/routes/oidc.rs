@@ -311,6 +311,8 @@ struct CallbackParams {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// The issuer that sent the response (RFC 9207), which defends against mix-up attacks.
+    iss: Option<String>,
 }
 
 /// Finishes a login: consumes the state, exchanges the code with the PKCE verifier, verifies
@@ -367,6 +369,17 @@ async fn finish_login(
         .await?
         .filter(|provider| provider.enabled)
         .ok_or_else(|| ApiError::BadRequest("the provider of this login is disabled".into()))?;
+
+    // A provider that names itself must name the provider this login was started with.
+    if let Some(iss) = params.iss.as_deref() {
+        if iss.trim_end_matches('/') != provider.issuer_url.trim_end_matches('/') {
+            tracing::warn!(provider_id = %provider.id, iss, "OpenID callback from another issuer");
+            record_failure(state, &provider, "issuer_mismatch").await?;
+            return Err(ApiError::BadRequest(format!(
+                "the response comes from the issuer {iss:?}, not from this login's provider"
+            )));
+        }
+    }
 
     let verified = oidc::verify_callback(
         &provider_config(&provider),
