@@ -36,7 +36,8 @@ const ROLES_HELP: &str = "Roles to run, comma-separated, or `all`:
   hub     SignalR hub at /hubs/tasks; receives messages from the Redis backplane
   relay   publishes committed outbox events to RabbitMQ, Kafka and the hub, in order
   bulk    runs import jobs from the Kafka topic bulk-operations
-  notify  turns @mentions from RabbitMQ into notifications";
+  notify  turns @mentions from RabbitMQ into notifications
+  email   sends account mail (verification, password reset) to the SMTP server in [mail]";
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
