@@ -783,3 +783,67 @@ async fn cookie_write_honours_idempotency_key() {
     assert_eq!(count, 1);
     app.stop().await;
 }
+
+// ASVS 8.3.2: removing the membership of a browser session's tenant ends the session at
+// once, in the API and the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_member_loses_cookie_session() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("Owner").await;
+    let guest = register(&app, "GuestHome").await;
+    sqlx::query(
+        "insert into memberships (tenant_id, user_id, role, handle) values ($1, $2, 'member', 'guest')",
+    )
+    .bind(owner.tenant_id)
+    .bind(guest.user_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/session"))
+        .header(ORIGIN, ALLOWED_ORIGIN)
+        .json(
+            &json!({ "email": guest.email, "password": TEST_PASSWORD, "tenant": owner.tenant_id }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response
+        .headers()
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["tenant_id"], json!(owner.tenant_id));
+    let session = BrowserSession {
+        cookie,
+        csrf_token: body["csrf_token"].as_str().unwrap().to_owned(),
+        set_cookie: String::new(),
+        body,
+    };
+    assert_eq!(reads_status(&app, &session).await, 200);
+    let negotiated = negotiate_with_cookie(&app, &session, Some(ALLOWED_ORIGIN)).await;
+    assert_eq!(negotiated.status(), 200);
+
+    sqlx::query("delete from memberships where tenant_id = $1 and user_id = $2")
+        .bind(owner.tenant_id)
+        .bind(guest.user_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    wait_for_reads_status(&app, &session, 401).await;
+    let negotiated = negotiate_with_cookie(&app, &session, Some(ALLOWED_ORIGIN)).await;
+    assert_eq!(negotiated.status(), 401);
+    app.stop().await;
+}
