@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -38,13 +38,26 @@ pub fn token_for(principal: &Principal) -> String {
     format!("user-{}-tenant-{}", principal.user_id, principal.tenant_id)
 }
 
+/// Returns a token that [`TestBackend`] accepts for `principal`, with the expiry
+/// `expires_at` given in whole seconds since the Unix epoch.
+pub fn expiring_token_for(principal: &Principal, expires_at: SystemTime) -> String {
+    let seconds = expires_at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    format!("{}-expires-{seconds}", token_for(principal))
+}
+
 fn parse_token(token: &str) -> Option<Principal> {
     let rest = token.strip_prefix("user-")?;
     let (user, tenant) = rest.split_once("-tenant-")?;
-    Some(Principal::new(
-        Uuid::parse_str(user).ok()?,
-        Uuid::parse_str(tenant).ok()?,
-    ))
+    let (tenant, expires_at) = match tenant.split_once("-expires-") {
+        Some((tenant, seconds)) => {
+            let seconds: u64 = seconds.parse().ok()?;
+            (tenant, Some(UNIX_EPOCH + Duration::from_secs(seconds)))
+        }
+        None => (tenant, None),
+    };
+    let mut principal = Principal::new(Uuid::parse_str(user).ok()?, Uuid::parse_str(tenant).ok()?);
+    principal.expires_at = expires_at;
+    Some(principal)
 }
 
 struct Entity {
