@@ -45,7 +45,11 @@ impl Cache {
     /// Appends each message to its group's log, trims the log to [`HUB_LOG_LENGTH`],
     /// renews its TTL and publishes the message on [`HUB_CHANNEL`], all in one MULTI
     /// transaction, so a hub node never receives a message that the log lacks. Returns
-    /// false when Redis failed or is not connected, in which case nothing was written.
+    /// false when Redis failed, timed out or is not connected. After a timeout, Redis may
+    /// still have applied the transaction.
+    ///
+    /// NOTE: Redis Cluster rejects a MULTI whose keys hash to different slots, so a batch
+    /// that spans groups fails there. Running on a cluster needs one MULTI per group.
     pub async fn publish_hub_messages(&self, entries: &[HubLogEntry]) -> bool {
         if entries.is_empty() {
             return true;
