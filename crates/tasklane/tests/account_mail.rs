@@ -497,3 +497,40 @@ async fn mail_tokens_stay_out_of_events() {
     assert_eq!(verification_mails, 1);
     app.stop().await;
 }
+
+/// ASVS 6.4.1: a resent verification mail replaces the earlier link, and a verified
+/// address cannot ask for another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resent_verification_replaces_link() {
+    let app = TestApp::spawn().await;
+    let email = new_email();
+    assert_eq!(register(&app, &email, TEST_PASSWORD).await.status(), 202);
+    let first = token_in(&app.wait_for_mail(&email, VERIFY_SUBJECT).await, "tlv_");
+    let session = login_body(&app, &email, TEST_PASSWORD).await;
+    let access_token = session["access_token"].as_str().unwrap();
+
+    let resend = "/api/v1/auth/verify-email/resend";
+    let response = app.post_json(access_token, resend, json!({})).await;
+    assert_eq!(response.status(), 202);
+    let mut second = None;
+    for _ in 0..200 {
+        second = app
+            .mails_to(&email)
+            .iter()
+            .filter(|mail| mail["subject"].as_str().unwrap().contains(VERIFY_SUBJECT))
+            .map(|mail| token_in(mail, "tlv_"))
+            .find(|token| *token != first);
+        if second.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let second = second.expect("a second verification mail arrives within 20 s");
+
+    let (status, _) = problem(verify_email(&app, &first).await).await;
+    assert_eq!(status, 400, "the replaced link still works");
+    assert_eq!(verify_email(&app, &second).await.status(), 204);
+    let (status, _) = problem(app.post_json(access_token, resend, json!({})).await).await;
+    assert_eq!(status, 409);
+    app.stop().await;
+}

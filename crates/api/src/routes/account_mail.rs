@@ -177,6 +177,16 @@ async fn resend_verification(
             "the e-mail address is already verified".into(),
         ));
     }
+    // Counted like logins per account, so a stolen access token cannot flood the inbox.
+    let limits = &state.settings.auth.login_limits;
+    let key = format!("verify-resend:{}", caller.user_id);
+    let attempts = login_attempts::record(&state.pool, &key, limits.window).await?;
+    if attempts.attempts > limits.max_attempts_per_account {
+        tracing::warn!(user_id = %caller.user_id, "verification mail requests over the limit");
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: attempts.retry_after_secs.max(1) as u64,
+        });
+    }
     let (email, _) = accounts::password_of(&state.pool, caller.user_id).await?;
     let recipient = match email {
         Some(email) => accounts::find_by_email(&state.pool, &email).await?,
