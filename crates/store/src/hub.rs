@@ -173,9 +173,10 @@ pub async fn messages_after_position(
 /// Deletes up to `limit` of the oldest messages recorded more than `retention` ago, and
 /// returns how many it deleted.
 ///
-/// Only the `limit` lowest positions are examined. They are the oldest rows, give or take
-/// the few seconds a relay transaction waits for the hub lock, so a row that is not old
-/// enough yet only holds back the next call.
+/// Only the `limit` lowest positions are examined. `created_at` is the relay
+/// transaction's start time, so it follows position order except for the time a
+/// transaction waited for the hub lock. A row among them that is not old enough yet only
+/// holds back the rows after it until a later call.
 pub async fn prune(pool: &PgPool, retention: Duration, limit: i64) -> Result<u64, StoreError> {
     let result = sqlx::query(
         "delete from hub_messages

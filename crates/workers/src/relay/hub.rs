@@ -59,8 +59,8 @@ impl HubDestination {
         }
     }
 
-    /// Deletes messages older than [`HUB_MESSAGE_RETENTION`], at most once per
-    /// [`PRUNE_INTERVAL`].
+    /// Deletes up to [`PRUNE_LIMIT`] messages older than [`HUB_MESSAGE_RETENTION`], unless
+    /// this destination already tried within the last [`PRUNE_INTERVAL`].
     async fn prune_if_due(&self) {
         let mut last_prune = self.last_prune.lock().await;
         if last_prune.is_some_and(|at| at.elapsed() < PRUNE_INTERVAL) {
@@ -70,7 +70,7 @@ impl HubDestination {
         match tasklane_store::hub::prune(&self.pool, HUB_MESSAGE_RETENTION, PRUNE_LIMIT).await {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "pruned old hub messages"),
-            Err(error) => tracing::warn!(%error, "pruning old hub messages failed"),
+            Err(error) => tracing::warn!(?error, "pruning old hub messages failed"),
         }
     }
 }
