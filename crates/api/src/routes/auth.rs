@@ -233,8 +233,8 @@ struct ChangePasswordRequest {
 
 /// Changes the caller's password after checking the current one, then ends every other
 /// session: all refresh-token families and other browser sessions are revoked and the
-/// revocation version is bumped. The response carries new tokens, and a browser session
-/// that made the change stays valid, so the device that made the change stays logged in.
+/// revocation version is bumped. The device that made the change stays logged in: a token
+/// caller gets new tokens in the response, and a browser session stays valid.
 async fn change_password(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -277,13 +277,21 @@ async fn change_password(
         .await?;
     queue_password_changed_mail(&state, &mut tx, caller.user_id).await?;
     let ended = end_other_browser_sessions(&mut tx, &caller).await?;
-    let tokens = start_session(&state, &mut tx, caller.user_id, caller.tenant_id).await?;
+    // A browser session stays logged in through its cookie, so it gets no tokens that page
+    // scripts could read.
+    let tokens = match caller.browser_session {
+        Some(_) => None,
+        None => Some(start_session(&state, &mut tx, caller.user_id, caller.tenant_id).await?),
+    };
     tx.commit()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
     state.session_authenticator().forget_hex(&ended).await;
 
-    let mut body = tokens.into_json(&state);
+    let mut body = match tokens {
+        Some(tokens) => tokens.into_json(&state),
+        None => serde_json::json!({}),
+    };
     body["user_id"] = serde_json::json!(caller.user_id);
     body["tenant_id"] = serde_json::json!(caller.tenant_id);
     Ok(Json(body))
