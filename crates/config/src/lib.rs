@@ -231,8 +231,8 @@ pub struct MailSettings {
     /// so use a relay on the same host or a trusted network.
     pub smtp_host: String,
     pub smtp_port: u16,
-    /// User name for SMTP authentication; no authentication when absent. The password
-    /// then travels unencrypted, like the mail.
+    /// User name for SMTP authentication, which is skipped when absent. The password
+    /// travels unencrypted, like the mail.
     pub smtp_username: Option<String>,
     pub smtp_password: Option<SecretString>,
     /// The `From` header of every mail, such as `Tasklane <no-reply@example.com>`.

@@ -38,7 +38,7 @@ struct RegisterRequest {
 
 /// Registers a person with a new tenant. The response is the same `202 Accepted` whether or
 /// not the e-mail address is taken, and both cases hash the password first, so neither the
-/// body nor the time tells a caller which addresses have accounts. No tokens are returned:
+/// body nor the time reveals which addresses have accounts. No tokens are returned:
 /// the person logs in afterwards.
 async fn register(
     State(state): State<AppState>,
@@ -68,7 +68,7 @@ async fn register(
         name: &name,
         tenant_name: &tenant_name,
     };
-    // NOTE: a new account costs a few more inserts than a taken address; the password hash
+    // NOTE: a new account costs a few more inserts than a taken address. The password hash
     // that both cases compute is far slower, so the difference is small but not zero.
     match accounts::register(&mut tx, account).await? {
         Some(registered) => {
