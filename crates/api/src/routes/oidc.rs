@@ -455,7 +455,8 @@ async fn sign_in(
     // The login grants the provider's tenant only, and only while the person is a member.
     if !created {
         let access = state.access.get(user_id).await?;
-        if !access.is_some_and(|access| access.role_in(provider.tenant_id).is_some()) {
+        let is_member = access.is_some_and(|access| access.role_in(provider.tenant_id).is_some());
+        if !is_member {
             drop(tx);
             record_failure(state, provider, "not_a_member").await?;
             return Err(ApiError::Forbidden(
