@@ -13,6 +13,7 @@ use tasklane::hub_history::read_missed;
 use tasklane_cache::Cache;
 use tasklane_config::NamespaceSettings;
 use tasklane_hub::CatchUp;
+use tasklane_workers::relay::HUB_MESSAGE_RETENTION;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -432,4 +433,33 @@ async fn live_delivery_survives_redis_outage() {
     client.stop().await;
     app.stop().await;
     redis.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_only_expired_messages() {
+    let app = TestApp::spawn().await;
+    let account = app.register("Prune").await;
+    let (_, group) = task_with_history(&app, &account, &["a", "b"]).await;
+    sqlx::query(
+        "update hub_messages set created_at = now() - interval '8 days'
+         where group_name = $1 and seq <= 2",
+    )
+    .bind(&group)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let deleted = tasklane_store::hub::prune(&app.pool, HUB_MESSAGE_RETENTION, 5_000)
+        .await
+        .unwrap();
+
+    assert_eq!(deleted, 2);
+    let remaining: Vec<i64> =
+        sqlx::query_scalar("select seq from hub_messages where group_name = $1 order by seq")
+            .bind(&group)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(remaining, [3]);
+    app.stop().await;
 }
