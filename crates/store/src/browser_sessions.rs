@@ -168,6 +168,24 @@ pub async fn revoke(
     Ok(hash)
 }
 
+/// Revokes the session whose cookie value hashes to `token_hash`, of any user. Returns
+/// whether an active session was revoked.
+pub async fn revoke_by_token_hash(
+    tx: &mut Tx<'_>,
+    token_hash: &[u8],
+    reason: RevokeReason,
+) -> Result<bool, StoreError> {
+    let revoked = sqlx::query(
+        "update browser_sessions set revoked_at = now(), revoked_reason = $2
+         where token_hash = $1 and revoked_at is null",
+    )
+    .bind(token_hash)
+    .bind(reason.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(revoked.rows_affected() > 0)
+}
+
 /// Revokes every session of `user_id` except `keep`, returning their token hashes so the
 /// caller can drop their cached copies.
 pub async fn revoke_all_of_user(

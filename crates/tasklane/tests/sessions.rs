@@ -255,6 +255,39 @@ async fn session_cookie_attributes() {
     app.stop().await;
 }
 
+// ASVS 7.2.4: a login from a browser that already has a session cookie issues a new id and
+// ends the old session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_replaces_existing_session() {
+    let app = TestApp::spawn().await;
+    let person = register(&app, "Replace").await;
+    let old = start_session(&app, &person).await;
+    assert_eq!(reads_status(&app, &old).await, 200);
+
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/session"))
+        .header(ORIGIN, ALLOWED_ORIGIN)
+        .header(COOKIE, old.cookie_header())
+        .json(&json!({ "email": person.email, "password": TEST_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set_cookie = response
+        .headers()
+        .get(SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        !set_cookie.contains(&old.cookie),
+        "the login issues a new session id"
+    );
+    assert_eq!(reads_status(&app, &old).await, 401);
+    app.stop().await;
+}
+
 // ASVS 7.2.1: the server checks the cookie on every request, and it works for reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_cookie_authenticates_reads() {

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::Deserialize;
+use tasklane_auth::hash_opaque_token;
 use tasklane_auth::opaque::generate_session_token;
 use tasklane_domain::EventType;
 use tasklane_store::browser_sessions::{self, NewBrowserSession, RevokeReason};
@@ -86,6 +87,12 @@ async fn create_session(
         },
     )
     .await?;
+    // A new login replaces the session the browser already had, so a session id planted
+    // before the login is never promoted.
+    let replaced = browser_session::session_cookie(&headers).map(hash_opaque_token);
+    if let Some(hash) = &replaced {
+        browser_sessions::revoke_by_token_hash(&mut tx, hash, RevokeReason::Logout).await?;
+    }
     let data = serde_json::json!({
         "user_id": credentials.user_id,
         "client_ip": client_ip,
@@ -103,6 +110,9 @@ async fn create_session(
     tx.commit()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
+    if let Some(hash) = replaced {
+        state.session_authenticator().forget(&[hash]).await;
+    }
 
     let body = serde_json::json!({
         "session_id": session.id,
