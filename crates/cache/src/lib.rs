@@ -3,7 +3,6 @@
 
 pub mod backplane;
 mod hub_owners;
-mod hub_owners;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
