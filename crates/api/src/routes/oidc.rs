@@ -195,6 +195,8 @@ async fn start(
         return_path,
     };
     let expires_at = Utc::now() + LOGIN_TTL;
+    // NOTE: anyone may start logins, and each one stores a row until it expires; no rate
+    // limit caps how many rows one client creates within 10 minutes.
     store::insert_login_state(
         &state.pool,
         &hash_opaque_token(&request.state),
