@@ -8,8 +8,9 @@
 //! the owner and forwards the request there with [`crate::forward_request`]. The owner
 //! authenticates the request as usual. When no owner is recorded, the owner is this node,
 //! or the registry cannot be read, the request is handled locally, which returns 404 for
-//! an unknown token, so the official client negotiates again and can `Resume`. An owner
-//! that does not respond also gets the client a 404.
+//! an unknown token, so the official client negotiates again and can `Resume`. The client
+//! also gets 404 when the owner cannot be reached: it refuses the TCP connection, does not
+//! accept it within 2 s, or closes it before the response starts.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
