@@ -15,7 +15,7 @@ use crate::cluster::{ClusterState, HubCluster};
 use crate::connection::{Connection, ConnectionKey, OutboundEvent};
 use crate::groups::GroupRegistry;
 use crate::negotiate::Negotiations;
-use crate::presence::{self, PresenceStore, PresenceUser};
+use crate::presence::{self, Presence, PresenceStore, PresenceUser};
 use crate::protocol::CloseMessage;
 use crate::settings::HubSettings;
 
@@ -38,7 +38,7 @@ pub(crate) struct HubShared {
     /// Connection tasks, so [`Hub::shutdown`] can wait for them.
     pub tasks: TaskTracker,
     /// The store of viewers and online users, set by [`Hub::set_presence`].
-    pub presence: OnceLock<Arc<dyn PresenceStore>>,
+    pub presence: OnceLock<Presence>,
     /// Set when other hub nodes may receive this node's connections' requests.
     pub cluster: Option<ClusterState>,
 }
@@ -119,11 +119,12 @@ impl Hub {
         );
     }
 
-    /// Keeps viewers and online users in `store`, which the hub nodes share. Only the first
-    /// call has an effect. Connections that registered before it are added to `store` by
-    /// the next heartbeat of [`Hub::run_presence_heartbeat`].
+    /// Keeps viewers and online users in `store`, which the hub nodes share, and starts the
+    /// task that applies updates to it, so it must be called inside a tokio runtime. Only
+    /// the first call has an effect. Connections that registered before it are added to
+    /// `store` by the next heartbeat of [`Hub::run_presence_heartbeat`].
     pub fn set_presence(&self, store: Arc<dyn PresenceStore>) {
-        let _ = self.shared.presence.set(store);
+        self.shared.presence.get_or_init(|| Presence::start(store));
     }
 
     /// Refreshes the presence entries of this process's connections every `interval` until
@@ -131,14 +132,13 @@ impl Hub {
     /// refreshing, so `interval` must be well below the store's expiry. Returns at once
     /// when no store was set.
     pub async fn run_presence_heartbeat(&self, interval: Duration, shutdown: CancellationToken) {
-        let Some(store) = self.shared.presence.get().cloned() else {
+        let Some(presence) = self.shared.presence.get() else {
             return;
         };
-        let shared = Arc::clone(&self.shared);
-        let connections = move || -> Vec<Arc<Connection>> {
-            shared.connections.read().values().cloned().collect()
+        let connections = || -> Vec<Arc<Connection>> {
+            self.shared.connections.read().values().cloned().collect()
         };
-        presence::run_heartbeat(store, connections, interval, shutdown).await;
+        presence::run_heartbeat(presence, connections, interval, shutdown).await;
     }
 
     /// Sends the current users of the presence set of `group` to this process's
@@ -259,14 +259,9 @@ impl HubShared {
         self.connections
             .write()
             .insert(connection.key, Arc::clone(connection));
-        if let Some(store) = self.presence.get() {
-            let groups = vec![connection.principal.tenant_group()];
-            presence::spawn_update(
-                Arc::clone(store),
-                groups,
-                presence::member_of(connection),
-                true,
-            );
+        if let Some(updates) = self.presence.get() {
+            let groups = [connection.principal.tenant_group()];
+            updates.enqueue_member(&groups, &presence::member_of(connection), true);
         }
 
         // A shutdown that started before the insert above did not see this connection.
@@ -282,13 +277,8 @@ impl HubShared {
             self.groups.remove(group, connection.key);
         }
         let registered = self.connections.write().remove(&connection.key).is_some();
-        if let (true, Some(store)) = (registered, self.presence.get()) {
-            presence::spawn_update(
-                Arc::clone(store),
-                groups,
-                presence::member_of(connection),
-                false,
-            );
+        if let (true, Some(updates)) = (registered, self.presence.get()) {
+            updates.enqueue_member(&groups, &presence::member_of(connection), false);
         }
     }
 }

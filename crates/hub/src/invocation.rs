@@ -93,9 +93,8 @@ fn leave(
     let was_member = connection.leave(&group);
     shared.groups.remove(&group, connection.key);
     tracing::debug!(%group, was_member, "hub connection left group");
-    if let (true, Some(store)) = (was_member, shared.presence.get()) {
-        let member = presence::member_of(connection);
-        presence::spawn_update(std::sync::Arc::clone(store), vec![group], member, false);
+    if let (true, Some(updates)) = (was_member, shared.presence.get()) {
+        updates.enqueue_member(&[group], &presence::member_of(connection), false);
     }
     if let Some(id) = invocation_id {
         connection.send(
@@ -162,9 +161,8 @@ async fn join(
     });
     connection.finish_join(&group, completion, grant.seq);
     tracing::debug!(%group, seq = grant.seq, "hub join completed");
-    if let Some(store) = shared.presence.get() {
-        let member = presence::member_of(connection);
-        presence::update(store.as_ref(), &[group], &member, true).await;
+    if let Some(updates) = shared.presence.get() {
+        updates.enqueue_member(&[group], &presence::member_of(connection), true);
     }
 }
 
@@ -175,7 +173,7 @@ async fn online_users(shared: &HubShared, connection: &Connection, invocation_id
         return;
     };
     let group = connection.principal.tenant_group();
-    let Some(store) = shared.presence.get() else {
+    let Some(presence) = shared.presence.get() else {
         complete_with_error(
             connection,
             Some(id),
@@ -183,7 +181,7 @@ async fn online_users(shared: &HubShared, connection: &Connection, invocation_id
         );
         return;
     };
-    match store.users(&group).await {
+    match presence.store.users(&group).await {
         Ok(users) => {
             let result = presence::users_argument(&group, &users);
             connection.send(connection.protocol().completion_result(id, &result));

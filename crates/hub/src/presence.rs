@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -107,49 +109,84 @@ pub(crate) fn member_of(connection: &Connection) -> PresenceMember {
     }
 }
 
-/// Adds (`present`) or removes one connection's entries in `groups`, in the background,
-/// because connections register and unregister in synchronous code.
-pub(crate) fn spawn_update(
-    store: Arc<dyn PresenceStore>,
-    groups: Vec<String>,
-    member: PresenceMember,
-    present: bool,
-) {
-    tokio::spawn(async move {
-        update(store.as_ref(), &groups, &member, present).await;
-    });
+/// Capacity of the presence update queue. When the store falls this far behind, new
+/// updates are dropped: a dropped refresh is repeated by the next heartbeat, and an entry
+/// whose removal was dropped expires.
+const QUEUE_CAPACITY: usize = 10_000;
+
+/// A presence store and the queue that applies updates to it one at a time, in the order
+/// the hub queued them, so a connection's removal never overtakes its addition.
+pub(crate) struct Presence {
+    pub store: Arc<dyn PresenceStore>,
+    updates: mpsc::Sender<Update>,
 }
 
-/// Adds (`present`) or removes one connection's entries in `groups`, logging failures.
-pub(crate) async fn update(
-    store: &dyn PresenceStore,
-    groups: &[String],
-    member: &PresenceMember,
+struct Update {
+    group: String,
+    members: Vec<PresenceMember>,
     present: bool,
-) {
-    let members = std::slice::from_ref(member);
-    for group in groups.iter().filter(|group| is_presence_group(group)) {
-        let result = if present {
-            store.refresh(group, members).await
+}
+
+impl Presence {
+    /// Starts the task that applies queued updates, which ends when `self` is dropped.
+    /// Must be called inside a tokio runtime.
+    pub fn start(store: Arc<dyn PresenceStore>) -> Self {
+        let (updates, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(apply_updates(Arc::clone(&store), receiver));
+        Self { store, updates }
+    }
+
+    /// Queues adding (`present`) or removing `member` in each presence group of `groups`.
+    pub fn enqueue_member(&self, groups: &[String], member: &PresenceMember, present: bool) {
+        for group in groups.iter().filter(|group| is_presence_group(group)) {
+            self.enqueue(group.clone(), vec![member.clone()], present);
+        }
+    }
+
+    /// Queues an update of `members` in `group`.
+    pub fn enqueue(&self, group: String, members: Vec<PresenceMember>, present: bool) {
+        let update = Update {
+            group,
+            members,
+            present,
+        };
+        if let Err(TrySendError::Full(update)) = self.updates.try_send(update) {
+            tracing::warn!(
+                group = %update.group,
+                present,
+                capacity = QUEUE_CAPACITY,
+                "presence update queue full, update dropped"
+            );
+        }
+    }
+}
+
+async fn apply_updates(store: Arc<dyn PresenceStore>, mut updates: mpsc::Receiver<Update>) {
+    while let Some(update) = updates.recv().await {
+        let result = if update.present {
+            store.refresh(&update.group, &update.members).await
         } else {
-            store.remove(group, members).await
+            store.remove(&update.group, &update.members).await
         };
         if let Err(error) = result {
             tracing::warn!(
                 %error,
-                %group,
-                connection_id = %member.connection_id,
-                present,
+                group = %update.group,
+                members = update.members.len(),
+                present = update.present,
                 "presence update failed"
             );
         }
     }
 }
 
-/// Refreshes the entries of `connections` every `interval` until `shutdown` is
-/// cancelled, one store call per presence group.
+/// Queues a refresh of the entries of `connections` every `interval` until `shutdown` is
+/// cancelled, one update per presence group.
+///
+/// NOTE: a connection that closes between the snapshot of `connections` and the queueing
+/// of its refresh is added back, and its entry stays until it expires.
 pub(crate) async fn run_heartbeat(
-    store: Arc<dyn PresenceStore>,
+    presence: &Presence,
     connections: impl Fn() -> Vec<Arc<Connection>>,
     interval: Duration,
     shutdown: CancellationToken,
@@ -176,9 +213,7 @@ pub(crate) async fn run_heartbeat(
             }
         }
         for (group, members) in by_group {
-            if let Err(error) = store.refresh(&group, &members).await {
-                tracing::warn!(%error, %group, "presence heartbeat failed");
-            }
+            presence.enqueue(group, members, true);
         }
     }
 }
