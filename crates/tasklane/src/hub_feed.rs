@@ -111,8 +111,9 @@ impl HubFeed {
         }
     }
 
-    /// Starts after the last message recorded so far, since the hub has no connection yet
-    /// that could miss an earlier one. Returns false when cancelled first.
+    /// Reads the position of the last message recorded so far and starts after it, since
+    /// the hub has no connection yet that could miss an earlier one. Returns false when
+    /// cancelled first.
     async fn read_start_position(&mut self, cancel: &CancellationToken) -> bool {
         loop {
             match hub::last_position(&self.pool).await {
