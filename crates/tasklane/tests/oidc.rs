@@ -329,6 +329,12 @@ async fn new_user_signs_in_to_provider_tenant() {
     assert_eq!(second["user_id"], first["user_id"]);
     assert_eq!(second["new_account"], false);
     assert_eq!(count_events(&app, "auth.login_succeeded").await, 2);
+
+    // The provider asserts no e-mail address for a login without an @, so no account is made.
+    let (status, rejected) = log_in(&app, &provider, provider_id, "no-email").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{rejected}");
+    assert!(rejected.get("access_token").is_none(), "{rejected}");
+    assert_eq!(count_events(&app, "auth.login_failed").await, 1);
     app.stop().await;
 }
 
@@ -623,6 +629,33 @@ async fn provider_admin_follows_policy() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
+
+    // A disabled provider starts no logins.
+    let created = app
+        .post_json(
+            &owner.token,
+            "/api/v1/oidc/providers",
+            json!({
+                "display_name": "Disabled",
+                "issuer_url": provider.issuer,
+                "client_id": CLIENT_ID,
+                "client_secret": CLIENT_SECRET,
+                "enabled": false,
+            }),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let disabled: Value = created.json().await.unwrap();
+    let disabled_start = app
+        .client
+        .get(app.url(&format!(
+            "/api/v1/auth/oidc/{}/start",
+            disabled["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled_start.status(), 404);
 
     let deleted = app
         .client
