@@ -9,6 +9,9 @@
 //! account by asserting its e-mail address.
 //!
 //! The callback returns JSON: the token pair on success, or problem+json.
+//!
+//! NOTE: a browser that follows the provider's redirect displays that JSON. A web front end
+//! must call the callback itself, with the state cookie, until a cookie-based finish exists.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -429,6 +432,11 @@ async fn sign_in(
                 .filter(|_| identity.email_verified)
             else {
                 drop(tx);
+                tracing::warn!(
+                    provider_id = %provider.id,
+                    subject = %identity.subject,
+                    "OpenID login without a verified e-mail address for a new identity"
+                );
                 record_failure(state, provider, "no_verified_email").await?;
                 return Err(ApiError::Forbidden(
                     "the provider did not assert a verified e-mail address, which a new account needs".into(),
@@ -460,6 +468,11 @@ async fn sign_in(
         let is_member = access.is_some_and(|access| access.role_in(provider.tenant_id).is_some());
         if !is_member {
             drop(tx);
+            tracing::warn!(
+                provider_id = %provider.id,
+                %user_id,
+                "OpenID login of an account that is not a member of the provider's tenant"
+            );
             record_failure(state, provider, "not_a_member").await?;
             return Err(ApiError::Forbidden(
                 "your account is not an active member of this provider's tenant".into(),
