@@ -324,6 +324,16 @@ async fn new_user_signs_in_to_provider_tenant() {
     let projects = app.get(token, "/api/v1/projects").await;
     assert_eq!(projects.status(), 200);
 
+    // The account has no password, so no password logs in to it.
+    let password_login = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({ "email": login, "password": common::TEST_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(password_login.status(), 401);
+
     let (status, second) = log_in(&app, &provider, provider_id, &login).await;
     assert_eq!(status, StatusCode::OK, "{second}");
     assert_eq!(second["user_id"], first["user_id"]);
