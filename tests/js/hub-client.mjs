@@ -3,8 +3,8 @@
 // jobs, resumes groups, and prints one JSON object per line on stdout for a test to read:
 //   {"event":"joined","kind":"task"|"job","id":...,"result":{group,seq,snapshot}}
 //   {"event":"resumed","result":[{group,seq} | {group,resync:true} | {group,error}]}
-//   {"event":"message","method":"taskUpdated"|"notification"|"jobProgress"|"viewers"
-//    |"onlineUsers","envelope":...}
+//   {"event":"message","method":"taskUpdated"|"notification"|"jobProgress","envelope":...}
+//   {"event":"presence","method":"viewers"|"onlineUsers","envelope":{group,users}}
 //   {"event":"resync","group":...}   when the server can no longer replay a resumed group
 //   {"event":"error","stage":"start"|"join"|"resume"|"stop","message":...}
 //                                    (join errors add kind, id)
@@ -37,7 +37,9 @@ const USAGE = `usage: node hub-client.mjs --url URL --token TOKEN [options]
   --log-level LEVEL          client log level on stderr: trace, debug, information,
                              warning (default), error, critical or none`;
 
-const CLIENT_METHODS = ["taskUpdated", "notification", "jobProgress", "viewers", "onlineUsers"];
+const CLIENT_METHODS = ["taskUpdated", "notification", "jobProgress"];
+// Presence messages have no sequence number, so they get their own event.
+const PRESENCE_METHODS = ["viewers", "onlineUsers"];
 
 const TRANSPORTS = {
   websockets: signalR.HttpTransportType.WebSockets,
@@ -153,6 +155,9 @@ async function main() {
 
   for (const method of CLIENT_METHODS) {
     connection.on(method, (envelope) => emit({ event: "message", method, envelope }));
+  }
+  for (const method of PRESENCE_METHODS) {
+    connection.on(method, (envelope) => emit({ event: "presence", method, envelope }));
   }
   connection.on("resync", ({ group }) => emit({ event: "resync", group }));
   connection.onreconnecting((error) => emit({ event: "reconnecting", error: error ? error.message : null }));

@@ -136,7 +136,7 @@ fn users_of(line: &Value) -> BTreeSet<String> {
 }
 
 fn is_presence_line(line: &Value, method: &str, group: &str) -> bool {
-    line["event"] == "message" && line["method"] == method && line["envelope"]["group"] == group
+    line["event"] == "presence" && line["method"] == method && line["envelope"]["group"] == group
 }
 
 /// Waits until the latest `method` message for `group` that `client` received lists
