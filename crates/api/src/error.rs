@@ -12,6 +12,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("a valid bearer token or session cookie is required")]
     Unauthorized,
+    /// The password was right, but the account has a second factor and no code was sent.
+    #[error("this account requires a one-time code from its authenticator app in totp_code")]
+    SecondFactorRequired,
     #[error("{0}")]
     Forbidden(String),
     #[error("{0} not found")]
@@ -38,7 +41,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::SecondFactorRequired => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

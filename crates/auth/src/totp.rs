@@ -34,6 +34,11 @@ pub fn secret_base32(secret: &[u8]) -> String {
     Secret::from(secret.to_vec()).to_base32()
 }
 
+/// Decodes a base32 secret as shown to the user, or returns `None` when it is not base32.
+pub fn parse_secret_base32(text: &str) -> Option<Vec<u8>> {
+    Secret::try_from_base32(text).ok().map(|secret| secret.as_bytes().to_vec())
+}
+
 /// Builds the `otpauth://totp/...` URI that authenticator apps read from a QR code.
 pub fn provisioning_uri(
     secret: &[u8],
@@ -147,5 +152,6 @@ mod tests {
         assert!(uri.starts_with("otpauth://totp/Tasklane:ada%40example.com?"), "{uri}");
         assert!(uri.contains(&format!("secret={}", secret_base32(&secret))), "{uri}");
         assert!(uri.contains("issuer=Tasklane"), "{uri}");
+        assert_eq!(parse_secret_base32(&secret_base32(&secret)), Some(secret));
     }
 }

@@ -73,6 +73,8 @@ pub enum EventType {
     PasswordReset,
     OidcLinkRequested,
     OidcLinked,
+    TotpEnabled,
+    TotpDisabled,
 }
 
 impl EventType {
@@ -99,6 +101,8 @@ impl EventType {
             EventType::EmailVerified => "auth.email_verified",
             EventType::PasswordResetRequested => "auth.password_reset_requested",
             EventType::PasswordReset => "auth.password_reset",
+            EventType::TotpEnabled => "auth.totp_enabled",
+            EventType::TotpDisabled => "auth.totp_disabled",
             EventType::OidcLinkRequested => "auth.oidc_link_requested",
             EventType::OidcLinked => "auth.oidc_linked",
         }

@@ -17,6 +17,7 @@ use super::account_mail::{
 use super::browser_sessions::end_other_browser_sessions;
 use super::required_text;
 use super::sessions::{start_session, TokenPair};
+use super::totp::check_login_code;
 use crate::extract::{Caller, ClientIp, Json};
 use crate::{ApiError, AppState};
 
@@ -127,15 +128,20 @@ struct LoginRequest {
     password: String,
     /// Tenant id or name to act in; the first joined tenant when absent.
     tenant: Option<String>,
+    /// The current code of the account's authenticator app, required when the account
+    /// has a second factor.
+    totp_code: Option<String>,
 }
 
-/// Checks an e-mail address and password under the per-account and per-address attempt
-/// limits, for both the token and the cookie login.
+/// Checks an e-mail address, password and, for accounts with a second factor, the
+/// one-time code, under the per-account and per-address attempt limits, for both the
+/// token and the cookie login.
 pub(super) async fn check_credentials(
     state: &AppState,
     client_ip: Option<std::net::IpAddr>,
     email: &str,
     password: String,
+    totp_code: Option<&str>,
 ) -> Result<accounts::Credentials, ApiError> {
     let credentials = accounts::find_credentials(&state.pool, email.trim()).await?;
     let known_user = credentials.as_ref().map(|c| c.user_id);
@@ -151,6 +157,11 @@ pub(super) async fn check_credentials(
         record_failure(state, known_user, client_ip).await?;
         return Err(ApiError::Unauthorized);
     };
+    // Checked before the counters are cleared, so code guesses use up the same limits.
+    if let Err(error) = check_login_code(state, credentials.user_id, totp_code).await {
+        record_failure(state, known_user, client_ip).await?;
+        return Err(error);
+    }
 
     login_attempts::clear(&state.pool, &keys.account).await?;
     if let Some(ip_key) = &keys.ip {
@@ -164,8 +175,14 @@ async fn login(
     ClientIp(client_ip): ClientIp,
     Json(request): Json<LoginRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let credentials =
-        check_credentials(&state, client_ip, &request.email, request.password).await?;
+    let credentials = check_credentials(
+        &state,
+        client_ip,
+        &request.email,
+        request.password,
+        request.totp_code.as_deref(),
+    )
+    .await?;
 
     let memberships = accounts::memberships_of(&state.pool, credentials.user_id).await?;
     let active = match &request.tenant {

@@ -39,6 +39,9 @@ struct SessionLoginRequest {
     password: String,
     /// Tenant id or name to act in; the first joined tenant when absent.
     tenant: Option<String>,
+    /// The current code of the account's authenticator app, required when the account
+    /// has a second factor.
+    totp_code: Option<String>,
 }
 
 /// Logs in by password and starts a browser session in the session cookie. The response
@@ -53,8 +56,14 @@ async fn create_session(
     Json(request): Json<SessionLoginRequest>,
 ) -> Result<Response, ApiError> {
     check_origin(&headers, &state.settings.server.allowed_origins)?;
-    let credentials =
-        check_credentials(&state, client_ip, &request.email, request.password).await?;
+    let credentials = check_credentials(
+        &state,
+        client_ip,
+        &request.email,
+        request.password,
+        request.totp_code.as_deref(),
+    )
+    .await?;
     let memberships = accounts::memberships_of(&state.pool, credentials.user_id).await?;
     let active = match &request.tenant {
         None => memberships.first(),

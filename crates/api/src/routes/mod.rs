@@ -17,6 +17,7 @@ pub mod page;
 mod projects;
 mod sessions;
 mod tasks;
+mod totp;
 
 use axum::Router;
 
@@ -33,6 +34,7 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
         .merge(members::routes())
         .merge(projects::routes())
         .merge(tasks::routes())
+        .merge(totp::routes())
         .merge(comments::routes())
         .merge(notifications::routes())
         .merge(imports::routes(&state))
