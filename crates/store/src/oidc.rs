@@ -207,6 +207,26 @@ pub async fn link_identity(
     Ok(())
 }
 
+/// Reports whether the account is enabled and a member of the tenant, read from the
+/// database rather than the access cache, because a login must see a removal at once.
+pub async fn is_active_member(
+    executor: impl sqlx::PgExecutor<'_>,
+    user_id: Uuid,
+    tenant_id: Uuid,
+) -> Result<bool, StoreError> {
+    let member = sqlx::query_scalar(
+        "select exists (
+             select 1 from memberships m join users u on u.id = m.user_id
+             where m.user_id = $1 and m.tenant_id = $2 and u.disabled_at is null
+         )",
+    )
+    .bind(user_id)
+    .bind(tenant_id)
+    .fetch_one(executor)
+    .await?;
+    Ok(member)
+}
+
 /// Creates a person without a password, whose address the provider has verified, as a
 /// `member` of the tenant. Returns `None` and changes nothing when an account already has
 /// the address, also when a parallel request took it a moment before.

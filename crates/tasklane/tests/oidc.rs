@@ -340,11 +340,21 @@ async fn new_user_signs_in_to_provider_tenant() {
     assert_eq!(second["new_account"], false);
     assert_eq!(count_events(&app, "auth.login_succeeded").await, 2);
 
+    // A person removed from the tenant no longer signs in through its provider.
+    sqlx::query("delete from memberships where user_id = $1")
+        .bind(user_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, removed) = log_in(&app, &provider, provider_id, &login).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{removed}");
+    assert!(removed.get("access_token").is_none(), "{removed}");
+
     // The provider asserts no e-mail address for a login without an @, so no account is made.
     let (status, rejected) = log_in(&app, &provider, provider_id, "no-email").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{rejected}");
     assert!(rejected.get("access_token").is_none(), "{rejected}");
-    assert_eq!(count_events(&app, "auth.login_failed").await, 1);
+    assert_eq!(count_events(&app, "auth.login_failed").await, 2);
     app.stop().await;
 }
 

@@ -464,9 +464,7 @@ async fn sign_in(
 
     // The login grants the provider's tenant only, and only while the person is a member.
     if !created {
-        let access = state.access.get(user_id).await?;
-        let is_member = access.is_some_and(|access| access.role_in(provider.tenant_id).is_some());
-        if !is_member {
+        if !store::is_active_member(&mut *tx, user_id, provider.tenant_id).await? {
             drop(tx);
             tracing::warn!(
                 provider_id = %provider.id,
