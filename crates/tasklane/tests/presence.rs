@@ -304,18 +304,30 @@ async fn assert_closed_for_good(client: &mut HubClient) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_all_closes_connection() {
+async fn logout_all_closes_every_transport() {
     let app = TestApp::spawn().await;
     let owner = app.register("Logout").await;
-    let mut client = connect_reconnecting(&app.hub_url(), &owner.token).await;
+    let mut clients = Vec::new();
+    for transport in ["websockets", "serversentevents", "longpolling"] {
+        let args = [
+            "--auto-reconnect".to_owned(),
+            "--transport".to_owned(),
+            transport.to_owned(),
+        ];
+        let client = HubClient::connect_with_args(&app.hub_url(), &owner.token, &args).await;
+        clients.push((transport, client));
+    }
 
     let response = app
         .post_json(&owner.token, "/api/v1/auth/logout-all", json!({}))
         .await;
     assert_eq!(response.status(), 204);
 
-    assert_closed_for_good(&mut client).await;
-    client.stop().await;
+    for (transport, mut client) in clients {
+        eprintln!("checking the {transport} client");
+        assert_closed_for_good(&mut client).await;
+        client.stop().await;
+    }
     app.stop().await;
 }
 
