@@ -463,19 +463,19 @@ async fn sign_in(
     };
 
     // The login grants the provider's tenant only, and only while the person is a member.
-    if !created {
-        if !store::is_active_member(&mut *tx, user_id, provider.tenant_id).await? {
-            drop(tx);
-            tracing::warn!(
-                provider_id = %provider.id,
-                %user_id,
-                "OpenID login of an account that is not a member of the provider's tenant"
-            );
-            record_failure(state, provider, "not_a_member").await?;
-            return Err(ApiError::Forbidden(
-                "your account is not an active member of this provider's tenant".into(),
-            ));
-        }
+    let is_member =
+        created || store::is_active_member(&mut *tx, user_id, provider.tenant_id).await?;
+    if !is_member {
+        drop(tx);
+        tracing::warn!(
+            provider_id = %provider.id,
+            %user_id,
+            "OpenID login of an account that is not a member of the provider's tenant"
+        );
+        record_failure(state, provider, "not_a_member").await?;
+        return Err(ApiError::Forbidden(
+            "your account is not an active member of this provider's tenant".into(),
+        ));
     }
     let data = serde_json::json!({
         "user_id": user_id,
