@@ -130,6 +130,7 @@ impl Application {
         }
 
         if let Some(hub) = &hub {
+            crate::presence::validate(&settings.presence).map_err(anyhow::Error::msg)?;
             let redis_url = settings.redis.url.expose_secret();
             crate::presence::start(
                 hub,

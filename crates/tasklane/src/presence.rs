@@ -30,6 +30,9 @@ use uuid::Uuid;
 /// Channel name under the namespace prefix on which presence changes are published.
 pub const PRESENCE_CHANNEL: &str = "hub:presence";
 
+/// Maximum wait for Redis when a node starts.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Delay before a failed subscription connects again.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
 
@@ -283,8 +286,24 @@ async fn deliver(mut messages: PresenceMessages, pool: &PgPool, channel: &str, h
     }
 }
 
+/// Checks that the heartbeat interval is positive and shorter than the expiry, because
+/// entries would otherwise expire between two heartbeats of a live node.
+pub fn validate(settings: &PresenceSettings) -> Result<(), String> {
+    let (interval, expiry) = (settings.heartbeat_interval, settings.expiry);
+    if interval.is_zero() || interval >= expiry {
+        return Err(format!(
+            "invalid presence settings: heartbeat_interval ({interval:?}) must be longer than \
+             zero and shorter than expiry ({expiry:?})"
+        ));
+    }
+    Ok(())
+}
+
 /// Connects the presence store, subscribes to its changes, and starts the subscriber and
-/// the hub's heartbeat on `tasks`. Logs and leaves presence off when Redis cannot be reached.
+/// the hub's heartbeat on `tasks`. Logs and leaves presence off when Redis cannot be
+/// reached within [`CONNECT_TIMEOUT`].
+///
+/// NOTE: presence stays off until the process restarts when Redis is down at start-up.
 pub async fn start(
     hub: &Hub,
     pool: &PgPool,
@@ -294,12 +313,18 @@ pub async fn start(
     tasks: &mut tokio::task::JoinSet<()>,
     shutdown: &CancellationToken,
 ) {
-    let connected =
-        RedisPresence::connect(redis_url, pool.clone(), namespace.clone(), settings).await;
-    let store = match connected {
-        Ok(store) => store,
-        Err(error) => {
+    let connect = RedisPresence::connect(redis_url, pool.clone(), namespace.clone(), settings);
+    let store = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(store)) => store,
+        Ok(Err(error)) => {
             tracing::error!(%error, "presence store could not connect to redis, presence is off");
+            return;
+        }
+        Err(_elapsed) => {
+            tracing::error!(
+                timeout = ?CONNECT_TIMEOUT,
+                "presence store timed out connecting to redis, presence is off"
+            );
             return;
         }
     };
@@ -346,6 +371,20 @@ mod tests {
 
         assert_eq!(group, "tenant:x");
         assert!(users.is_empty());
+    }
+
+    #[test]
+    fn validate_rejects_bad_intervals() {
+        let settings = |interval: u64, expiry: u64| PresenceSettings {
+            heartbeat_interval: Duration::from_secs(interval),
+            expiry: Duration::from_secs(expiry),
+        };
+
+        assert_eq!(validate(&settings(10, 30)), Ok(()));
+        for (interval, expiry) in [(0, 30), (30, 30), (40, 30)] {
+            let error = validate(&settings(interval, expiry)).unwrap_err();
+            assert!(error.contains("heartbeat_interval"), "{error}");
+        }
     }
 
     #[test]
