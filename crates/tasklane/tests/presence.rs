@@ -332,10 +332,12 @@ async fn logout_all_closes_every_transport() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disabled_user_connection_closed() {
+async fn disabled_user_closed_on_every_node() {
     let app = TestApp::spawn().await;
     let owner = app.register("Disabled").await;
+    let node = Node::start(&app, json!({})).await;
     let mut client = connect_reconnecting(&app.hub_url(), &owner.token).await;
+    let mut node_client = connect_reconnecting(&node.hub_url(), &owner.token).await;
 
     sqlx::query("update users set disabled_at = now() where id = $1")
         .bind(owner.user_id)
@@ -344,7 +346,10 @@ async fn disabled_user_connection_closed() {
         .unwrap();
 
     assert_closed_for_good(&mut client).await;
+    assert_closed_for_good(&mut node_client).await;
     client.stop().await;
+    node_client.stop().await;
+    node.application.stop().await;
     app.stop().await;
 }
 
