@@ -332,6 +332,30 @@ async fn logout_all_closes_every_transport() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_change_closes_old_connection() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("Password").await;
+    let mut client = connect_reconnecting(&app.hub_url(), &owner.token).await;
+
+    let change = json!({
+        "current_password": TEST_PASSWORD,
+        "new_password": "orbit lantern quietly mosaic harbor",
+    });
+    let changed = app
+        .post_json(&owner.token, "/api/v1/auth/password", change)
+        .await;
+    assert_eq!(changed.status(), 200);
+    let changed: Value = changed.json().await.unwrap();
+
+    assert_closed_for_good(&mut client).await;
+    let new_token = changed["access_token"].as_str().unwrap();
+    let new_client = HubClient::connect(&app.hub_url(), new_token, &[], &[]).await;
+    client.stop().await;
+    new_client.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_user_closed_on_every_node() {
     let app = TestApp::spawn().await;
     let owner = app.register("Disabled").await;
