@@ -19,6 +19,10 @@ use crate::presence::{self, Presence, PresenceStore, PresenceUser};
 use crate::protocol::CloseMessage;
 use crate::settings::HubSettings;
 
+/// Maximum time [`Hub::shutdown`] waits for the presence store to apply the removals of
+/// the closed connections.
+const PRESENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A SignalR hub server: HTTP routes for negotiate and the WebSocket transport, plus
 /// fan-out of relay messages to connected clients. Cloning is cheap and shares the state.
 #[derive(Clone)]
@@ -217,7 +221,8 @@ impl Hub {
     /// with 503, and waits until every connection task has ended.
     ///
     /// Each connection gets at most [`crate::session::CLOSE_TIMEOUT`] to write its
-    /// remaining frames, so this returns within about that time.
+    /// remaining frames, and the presence store gets 2 s more to remove their entries, so
+    /// this returns within about that time.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
 
@@ -232,6 +237,18 @@ impl Hub {
 
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
+
+        // The other nodes' clients then see this node's viewers leave at once rather than
+        // when their entries expire.
+        if let Some(presence) = self.shared.presence.get() {
+            let flushed = tokio::time::timeout(PRESENCE_FLUSH_TIMEOUT, presence.flush()).await;
+            if flushed.is_err() {
+                tracing::warn!(
+                    timeout = ?PRESENCE_FLUSH_TIMEOUT,
+                    "presence removals not applied before shutdown, they will expire"
+                );
+            }
+        }
         tracing::info!("hub shut down");
     }
 }

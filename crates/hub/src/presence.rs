@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -118,13 +119,17 @@ const QUEUE_CAPACITY: usize = 10_000;
 /// the hub queued them, so a connection's removal never overtakes its addition.
 pub(crate) struct Presence {
     pub store: Arc<dyn PresenceStore>,
-    updates: mpsc::Sender<Update>,
+    updates: mpsc::Sender<QueueItem>,
 }
 
-struct Update {
-    group: String,
-    members: Vec<PresenceMember>,
-    present: bool,
+enum QueueItem {
+    Update {
+        group: String,
+        members: Vec<PresenceMember>,
+        present: bool,
+    },
+    /// Completed once every item queued before it has been applied.
+    Flush(oneshot::Sender<()>),
 }
 
 impl Presence {
@@ -145,35 +150,54 @@ impl Presence {
 
     /// Queues an update of `members` in `group`.
     pub fn enqueue(&self, group: String, members: Vec<PresenceMember>, present: bool) {
-        let update = Update {
-            group,
+        let update = QueueItem::Update {
+            group: group.clone(),
             members,
             present,
         };
-        if let Err(TrySendError::Full(update)) = self.updates.try_send(update) {
+        if let Err(TrySendError::Full(_)) = self.updates.try_send(update) {
             tracing::warn!(
-                group = %update.group,
+                %group,
                 present,
                 capacity = QUEUE_CAPACITY,
                 "presence update queue full, update dropped"
             );
         }
     }
+
+    /// Waits until every update queued before this call has been applied.
+    pub async fn flush(&self) {
+        let (done, applied) = oneshot::channel();
+        if self.updates.send(QueueItem::Flush(done)).await.is_ok() {
+            let _ = applied.await;
+        }
+    }
 }
 
-async fn apply_updates(store: Arc<dyn PresenceStore>, mut updates: mpsc::Receiver<Update>) {
-    while let Some(update) = updates.recv().await {
-        let result = if update.present {
-            store.refresh(&update.group, &update.members).await
+async fn apply_updates(store: Arc<dyn PresenceStore>, mut items: mpsc::Receiver<QueueItem>) {
+    while let Some(item) = items.recv().await {
+        let (group, members, present) = match item {
+            QueueItem::Update {
+                group,
+                members,
+                present,
+            } => (group, members, present),
+            QueueItem::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let result = if present {
+            store.refresh(&group, &members).await
         } else {
-            store.remove(&update.group, &update.members).await
+            store.remove(&group, &members).await
         };
         if let Err(error) = result {
             tracing::warn!(
                 %error,
-                group = %update.group,
-                members = update.members.len(),
-                present = update.present,
+                %group,
+                members = members.len(),
+                present,
                 "presence update failed"
             );
         }

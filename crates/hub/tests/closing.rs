@@ -239,3 +239,18 @@ async fn online_users_returns_store_users() {
     });
     assert_eq!(completion["result"], expected);
 }
+
+#[tokio::test]
+async fn shutdown_applies_presence_removals() {
+    let server = TestServer::start().await;
+    let store = Arc::new(RecordingStore::default());
+    server.hub.set_presence(store.clone());
+    let user = principal();
+    let _client = server.connect(&user).await;
+    server.wait_for_connections(1).await;
+
+    server.hub.shutdown().await;
+
+    let tenant_calls = store.calls_for(&user.tenant_group());
+    assert_eq!(tenant_calls, [(user.user_id, true), (user.user_id, false)]);
+}
