@@ -41,7 +41,8 @@ pub(crate) struct HubShared {
     pub shutdown: CancellationToken,
     /// Connection tasks, so [`Hub::shutdown`] can wait for them.
     pub tasks: TaskTracker,
-    /// The store of viewers and online users, set by [`Hub::set_presence`].
+    /// The store of viewers and online users and its update queue, set by
+    /// [`Hub::set_presence`].
     pub presence: OnceLock<Presence>,
     /// Set when other hub nodes may receive this node's connections' requests.
     pub cluster: Option<ClusterState>,
