@@ -36,7 +36,9 @@ pub fn secret_base32(secret: &[u8]) -> String {
 
 /// Decodes a base32 secret as shown to the user, or returns `None` when it is not base32.
 pub fn parse_secret_base32(text: &str) -> Option<Vec<u8>> {
-    Secret::try_from_base32(text).ok().map(|secret| secret.as_bytes().to_vec())
+    Secret::try_from_base32(text)
+        .ok()
+        .map(|secret| secret.as_bytes().to_vec())
 }
 
 /// Builds the `otpauth://totp/...` URI that authenticator apps read from a QR code.
@@ -134,7 +136,10 @@ mod tests {
         let step = accept_code(RFC_SECRET, &code, now, None).unwrap();
         assert_eq!(accept_code(RFC_SECRET, &code, now, Some(step)), None);
         assert_eq!(accept_code(RFC_SECRET, &code, now, Some(step + 1)), None);
-        assert_eq!(accept_code(RFC_SECRET, &code, now, Some(step - 1)), Some(step));
+        assert_eq!(
+            accept_code(RFC_SECRET, &code, now, Some(step - 1)),
+            Some(step)
+        );
     }
 
     #[test]
@@ -149,8 +154,14 @@ mod tests {
         let secret = generate_secret();
         assert_eq!(secret.len(), SECRET_BYTES);
         let uri = provisioning_uri(&secret, "Tasklane", "ada@example.com").unwrap();
-        assert!(uri.starts_with("otpauth://totp/Tasklane:ada%40example.com?"), "{uri}");
-        assert!(uri.contains(&format!("secret={}", secret_base32(&secret))), "{uri}");
+        assert!(
+            uri.starts_with("otpauth://totp/Tasklane:ada%40example.com?"),
+            "{uri}"
+        );
+        assert!(
+            uri.contains(&format!("secret={}", secret_base32(&secret))),
+            "{uri}"
+        );
         assert!(uri.contains("issuer=Tasklane"), "{uri}");
         assert_eq!(parse_secret_base32(&secret_base32(&secret)), Some(secret));
     }

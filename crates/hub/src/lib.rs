@@ -105,7 +105,8 @@ mod settings;
 mod stateful;
 
 pub use backend::{
-    AuthRejected, CatchUp, CookieRejected, HubBackend, HubMessage, JoinError, JoinGrant, JoinTarget, Principal,
+    AuthRejected, CatchUp, CookieRejected, HubBackend, HubMessage, JoinError, JoinGrant,
+    JoinTarget, Principal,
 };
 pub use cluster::{owner_key, ConnectionOwners, HubCluster, OwnersUnavailable};
 pub use forward::{forward_request, forwarding_client, ForwardError};
