@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::{Account, TestApp, TEST_PASSWORD};
-use serde_json::{json, Value};
+use common::{Account, TEST_PASSWORD, TestApp};
+use serde_json::{Value, json};
 use tasklane_auth::totp::{generate_code, parse_secret_base32};
 
 const STEP_SECONDS: u64 = 30;
@@ -80,7 +80,10 @@ async fn totp_login_requires_the_code() {
     assert_eq!(without_code.status(), 401);
     let problem: Value = without_code.json().await.unwrap();
     assert!(
-        problem["detail"].as_str().unwrap().contains("one-time code"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("one-time code"),
         "{problem}"
     );
 
