@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::{Account, TEST_PASSWORD, TestApp};
-use serde_json::{Value, json};
+use common::{Account, TestApp, TEST_PASSWORD};
+use serde_json::{json, Value};
 use tasklane_auth::totp::{generate_code, parse_secret_base32};
 
 const STEP_SECONDS: u64 = 30;

@@ -4,8 +4,9 @@
 //!    checks, `TokenIssuer::verify_uncached`, and `TokenIssuer::verify` on a repeated
 //!    token (the in-process cache of verified tokens).
 //! 2. Password verification latency: the raw `argon2` call, `verify_password` for a known
-//!    account, and for an unknown one (the dummy hash), then `POST /auth/login` for a
-//!    known and an unknown e-mail through the real router.
+//!    account, and for an unknown one (the dummy hash), then `POST /auth/login` through
+//!    the real router: a known e-mail with the right and with a wrong password, and an
+//!    unknown e-mail.
 //! 3. What the auth layer adds to a cached task read. Two routes on the real router read
 //!    the same task JSON from Redis: one behind the API's `Caller` extractor (token,
 //!    revocation version, membership, role) and one without. The API's own
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _};
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts as _, Path, State};
 use axum::http::{header, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -191,6 +192,7 @@ fn bench_password_verification(args: &Args) -> anyhow::Result<()> {
 /// The API's router on a database of its own, with two extra routes for the cached read.
 struct BenchApp {
     router: Router,
+    state: AppState,
     admin_url: String,
     database: String,
     redis: ConnectionManager,
@@ -200,9 +202,8 @@ struct BenchApp {
 
 impl BenchApp {
     async fn start() -> anyhow::Result<Self> {
-        let admin_url = std::env::var("TASKLANE_DATABASE__URL").unwrap_or_else(|_| {
-            "postgres://tasklane:tasklane@127.0.0.1:5432/tasklane".to_owned()
-        });
+        let admin_url = std::env::var("TASKLANE_DATABASE__URL")
+            .unwrap_or_else(|_| "postgres://tasklane:tasklane@127.0.0.1:5432/tasklane".to_owned());
         let redis_url = std::env::var("TASKLANE_REDIS__URL")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let suffix = Uuid::new_v4().simple().to_string();
@@ -264,7 +265,7 @@ impl BenchApp {
                 prefix: prefix.clone(),
             }))
             .with_state(state.clone());
-        let router = tasklane_api::router(state).merge(bench_routes);
+        let router = tasklane_api::router(state.clone()).merge(bench_routes);
 
         // The access cache caches only once its listener is connected, as in production.
         for _ in 0..100 {
@@ -275,6 +276,7 @@ impl BenchApp {
         }
         Ok(Self {
             router,
+            state,
             admin_url,
             database,
             redis,
@@ -295,7 +297,9 @@ impl BenchApp {
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let (status, body) = self.call(request.body(Body::from(body.to_string()))?).await?;
+        let (status, body) = self
+            .call(request.body(Body::from(body.to_string()))?)
+            .await?;
         ensure!(
             status.is_success(),
             "POST {path}: {status} {}",
@@ -395,7 +399,8 @@ async fn bench_requests(args: &Args, app: &BenchApp) -> anyhow::Result<()> {
         .as_str()
         .context("login returned no tenant_id")?
         .parse()?;
-    let projects: Value = serde_json::from_slice(&app.get("/api/v1/projects", Some(&token)).await?)?;
+    let projects: Value =
+        serde_json::from_slice(&app.get("/api/v1/projects", Some(&token)).await?)?;
     let project_id = projects["items"][0]["id"]
         .as_str()
         .context("registration created no project")?;
@@ -414,7 +419,9 @@ async fn bench_requests(args: &Args, app: &BenchApp) -> anyhow::Result<()> {
         prefix: app.prefix.clone(),
     };
     let mut redis = app.redis.clone();
-    let _: () = redis.set(cached.key(tenant_id, task_id), &task_json).await?;
+    let _: () = redis
+        .set(cached.key(tenant_id, task_id), &task_json)
+        .await?;
 
     bench_login_requests(args, app, &login).await?;
 
@@ -426,25 +433,25 @@ async fn bench_requests(args: &Args, app: &BenchApp) -> anyhow::Result<()> {
     let n = args.reads;
     let mut failure = None;
     let mut rounds = Vec::with_capacity(args.rounds);
+    let routes = [
+        (&anonymous_path, None),
+        (&authenticated_path, Some(token.as_str())),
+        (&api_path, Some(token.as_str())),
+    ];
     for _ in 0..args.rounds {
-        let mut round = [0.0; 3];
-        for (variant, (path, bearer)) in [
-            (&anonymous_path, None),
-            (&authenticated_path, Some(token.as_str())),
-            (&api_path, Some(token.as_str())),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let started = Instant::now();
-            for _ in 0..n {
-                if let Err(error) = app.get(path, bearer).await {
+        // The routes take turns request by request, so a change in the machine's speed
+        // during the round affects all three alike.
+        let mut elapsed = [Duration::ZERO; 3];
+        for _ in 0..n {
+            for (variant, (path, bearer)) in routes.iter().enumerate() {
+                let started = Instant::now();
+                if let Err(error) = app.get(path, *bearer).await {
                     failure.get_or_insert(error);
                 }
+                elapsed[variant] += started.elapsed();
             }
-            round[variant] = started.elapsed().as_secs_f64() * 1e6 / f64::from(n);
         }
-        rounds.push(round);
+        rounds.push(elapsed.map(|total| total.as_secs_f64() * 1e6 / f64::from(n)));
     }
     if let Some(error) = failure {
         return Err(error);
@@ -453,19 +460,45 @@ async fn bench_requests(args: &Args, app: &BenchApp) -> anyhow::Result<()> {
         let mut rounds = rounds.into_iter();
         move || rounds.next().expect("one round per call")
     });
+
+    // The extractor alone, without the router, which isolates its cost from the noise of
+    // two whole requests.
+    let (parts, ()) = Request::get(&authenticated_path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(())?
+        .into_parts();
+    let mut extractor_rounds = Vec::with_capacity(args.rounds);
+    for _ in 0..args.rounds {
+        let started = Instant::now();
+        for _ in 0..n {
+            let mut request_parts = parts.clone();
+            let caller = Caller::from_request_parts(&mut request_parts, &app.state).await;
+            ensure!(caller.is_ok(), "the Caller extractor rejected the token");
+        }
+        extractor_rounds.push([started.elapsed().as_secs_f64() * 1e6 / f64::from(n)]);
+    }
+    let [extractor_us] = median_rounds(args.rounds, {
+        let mut rounds = extractor_rounds.into_iter();
+        move || rounds.next().expect("one round per call")
+    });
     println!();
     println!("task read through the router, in process ({n} per route per round)");
     println!("  cached read (Redis GET), no auth    {anonymous_us:>8.1} us");
     println!(
-        "  cached read behind the auth layer   {authenticated_us:>8.1} us   +{:.1} % over no auth",
+        "  cached read behind the auth layer   {authenticated_us:>8.1} us   {:+.1} % over no auth",
         (authenticated_us / anonymous_us - 1.0) * 100.0
     );
     println!("  GET /api/v1/tasks/{{id}} (PostgreSQL) {api_us:>8.1} us");
+    println!(
+        "  Caller extractor alone              {extractor_us:>8.2} us   {:.1} % of the cached read",
+        extractor_us / anonymous_us * 100.0
+    );
     Ok(())
 }
 
 async fn bench_login_requests(args: &Args, app: &BenchApp, login: &Value) -> anyhow::Result<()> {
     let n = args.logins;
+    let wrong_password = json!({ "email": login["email"], "password": "not-the-password-93c1" });
     let mut rounds = Vec::with_capacity(args.rounds);
     for _ in 0..args.rounds {
         let started = Instant::now();
@@ -473,29 +506,56 @@ async fn bench_login_requests(args: &Args, app: &BenchApp, login: &Value) -> any
             app.post("/api/v1/auth/login", None, login.clone()).await?;
         }
         let known_ms = started.elapsed().as_secs_f64() * 1e3 / f64::from(n);
+
+        let mut wrong_elapsed = Duration::ZERO;
+        for _ in 0..n {
+            // Forget earlier failures so the account lockout never answers instead.
+            sqlx::query("delete from login_attempts")
+                .execute(&app.state.pool)
+                .await?;
+            let started = Instant::now();
+            let status = login_status(app, &wrong_password).await?;
+            wrong_elapsed += started.elapsed();
+            ensure!(
+                status == StatusCode::UNAUTHORIZED,
+                "wrong password: {status}"
+            );
+        }
+        let wrong_ms = wrong_elapsed.as_secs_f64() * 1e3 / f64::from(n);
+
         let started = Instant::now();
         for _ in 0..n {
             // A fresh unknown address each time, so the per-account limit never applies.
-            let unknown = json!({ "email": format!("{}@example.com", Uuid::new_v4().simple()), "password": PASSWORD });
-            let request = Request::post("/api/v1/auth/login")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(unknown.to_string()))?;
-            let (status, _) = app.call(request).await?;
-            ensure!(status == StatusCode::UNAUTHORIZED, "unknown login: {status}");
+            let email = format!("{}@example.com", Uuid::new_v4().simple());
+            let unknown = json!({ "email": email, "password": PASSWORD });
+            let status = login_status(app, &unknown).await?;
+            ensure!(
+                status == StatusCode::UNAUTHORIZED,
+                "unknown login: {status}"
+            );
         }
         let unknown_ms = started.elapsed().as_secs_f64() * 1e3 / f64::from(n);
-        rounds.push([known_ms, unknown_ms]);
+        rounds.push([known_ms, wrong_ms, unknown_ms]);
     }
-    let [known_ms, unknown_ms] = median_rounds(args.rounds, {
+    let [known_ms, wrong_ms, unknown_ms] = median_rounds(args.rounds, {
         let mut rounds = rounds.into_iter();
         move || rounds.next().expect("one round per call")
     });
     println!();
     println!("POST /api/v1/auth/login through the router ({n} per round)");
     println!("  known e-mail, right password        {known_ms:>8.1} ms");
+    println!("  known e-mail, wrong password        {wrong_ms:>8.1} ms");
     println!(
-        "  unknown e-mail                      {unknown_ms:>8.1} ms   {:.3}x known",
-        unknown_ms / known_ms
+        "  unknown e-mail                      {unknown_ms:>8.1} ms   {:.3}x wrong password",
+        unknown_ms / wrong_ms
     );
     Ok(())
+}
+
+async fn login_status(app: &BenchApp, body: &Value) -> anyhow::Result<StatusCode> {
+    let request = Request::post("/api/v1/auth/login")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))?;
+    let (status, _) = app.call(request).await?;
+    Ok(status)
 }
