@@ -439,13 +439,15 @@ async fn bench_requests(args: &Args, app: &BenchApp) -> anyhow::Result<()> {
         (&api_path, Some(token.as_str())),
     ];
     for _ in 0..args.rounds {
-        // The routes take turns request by request, so a change in the machine's speed
-        // during the round affects all three alike.
+        // The routes take turns request by request, each starting the turn in rotation, so
+        // neither a change in the machine's speed nor the order affects one route more.
         let mut elapsed = [Duration::ZERO; 3];
-        for _ in 0..n {
-            for (variant, (path, bearer)) in routes.iter().enumerate() {
+        for iteration in 0..n as usize {
+            for offset in 0..routes.len() {
+                let variant = (iteration + offset) % routes.len();
+                let (path, bearer) = routes[variant];
                 let started = Instant::now();
-                if let Err(error) = app.get(path, *bearer).await {
+                if let Err(error) = app.get(path, bearer).await {
                     failure.get_or_insert(error);
                 }
                 elapsed[variant] += started.elapsed();
