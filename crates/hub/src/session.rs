@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::Instrument as _;
 
 use crate::backend::Principal;
-use crate::connection::{Connection, Frame};
+use crate::connection::{Connection, Frame, Outgoing};
 use crate::framing::{FramingError, RecordReader, RECORD_SEPARATOR};
 use crate::http_transport::HttpInbound;
 use crate::hub::{CloseReason, HubShared};
@@ -634,14 +634,7 @@ async fn write_websocket(
         };
         let Some(outgoing) = outgoing else { break };
 
-        if let (true, Some(stateful)) = (outgoing.sequenced, connection.stateful()) {
-            if !stateful.record_sent(&outgoing.frame) {
-                connection.close(Some(CloseMessage::reconnectable(Some(
-                    "too many messages not acknowledged by the client".to_owned(),
-                ))));
-            }
-        }
-        if let Err(error) = current.send(websocket_message(outgoing.frame)).await {
+        if let Err(error) = write_batch(current, &mut pump, &connection, outgoing).await {
             tracing::debug!(%error, "hub WebSocket write failed");
             if connection.stateful().is_some() && !connection.is_closing() {
                 sink = None;
@@ -660,6 +653,38 @@ async fn write_websocket(
             })))
             .await;
     }
+}
+
+/// Frames written to a WebSocket before one flush. Frames that are already queued go out
+/// in one system call instead of one each, and the bound keeps a flush from growing without
+/// limit while the queue keeps filling.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
+
+/// Writes `first` and the frames queued behind it, up to [`MAX_FRAMES_PER_FLUSH`], then
+/// flushes them together.
+async fn write_batch(
+    sink: &mut WebSocketSink,
+    pump: &mut OutboundPump,
+    connection: &Connection,
+    first: Outgoing,
+) -> Result<(), axum::Error> {
+    let mut next = Some(first);
+    let mut written = 0;
+    while let Some(outgoing) = next.take() {
+        if let (true, Some(stateful)) = (outgoing.sequenced, connection.stateful()) {
+            if !stateful.record_sent(&outgoing.frame) {
+                connection.close(Some(CloseMessage::reconnectable(Some(
+                    "too many messages not acknowledged by the client".to_owned(),
+                ))));
+            }
+        }
+        sink.feed(websocket_message(outgoing.frame)).await?;
+        written += 1;
+        if written < MAX_FRAMES_PER_FLUSH {
+            next = pump.try_next();
+        }
+    }
+    sink.flush().await
 }
 
 fn websocket_message(frame: Frame) -> Message {
