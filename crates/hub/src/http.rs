@@ -192,7 +192,20 @@ async fn connect(
 ) -> Response {
     let principal = match authenticate(&shared, &headers, query.access_token.as_deref()).await {
         Ok(principal) => principal,
-        Err(response) => return response,
+        Err(response) => {
+            let closing = match (&upgrade, query.id.as_deref()) {
+                (Err(_), Some(token)) if !accepts_event_stream(&headers) => {
+                    shared.negotiations.closing_long_polling_connection(token)
+                }
+                _ => None,
+            };
+            return match closing {
+                // Revoking access closes the connection and also rejects the token, so
+                // without this the `Close` message would never reach the client.
+                Some(http) => http_transport::poll(&shared, http, false).await,
+                None => response,
+            };
+        }
     };
 
     if let Ok(upgrade) = upgrade {

@@ -185,6 +185,25 @@ impl Negotiations {
         }
     }
 
+    /// Returns the token's long polling connection if it is closing, without checking the
+    /// caller.
+    ///
+    /// A client whose access was just revoked polls for the `Close` message with a bearer
+    /// token that no longer authenticates. The secret connection token is enough for that
+    /// poll, because the final frame reveals only why the connection closed.
+    pub fn closing_long_polling_connection(&self, token: &str) -> Option<Arc<HttpConnection>> {
+        let by_token = self.by_token.lock();
+        match &by_token.get(token)?.binding {
+            Binding::Http(connection)
+                if connection.kind == HttpTransportKind::LongPolling
+                    && connection.connection.is_closing() =>
+            {
+                Some(Arc::clone(connection))
+            }
+            _ => None,
+        }
+    }
+
     /// Returns whether this process holds the token, claimed or not.
     pub fn contains(&self, token: &str) -> bool {
         self.by_token.lock().contains_key(token)

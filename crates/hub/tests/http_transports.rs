@@ -10,7 +10,7 @@ use axum::http::{header, Method, Request, Response, StatusCode};
 use common::{principal, refused_status, token_for, TestServer, RECORD_SEPARATOR, WAIT};
 use futures::StreamExt as _;
 use serde_json::{json, Value};
-use tasklane_hub::{HubSettings, Principal};
+use tasklane_hub::{CloseReason, HubSettings, Principal};
 use tower::ServiceExt as _;
 
 const HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
@@ -295,6 +295,43 @@ async fn shutdown_sends_close_to_waiting_poll() {
     assert_eq!(
         records(&body),
         vec![json!({"type": 7, "allowReconnect": true})]
+    );
+}
+
+#[tokio::test]
+async fn revoked_client_still_polls_its_close() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let client = LongPollClient::connect(&server, &user).await;
+    server.wait_for_connections(1).await;
+    // The same connection, polled with a bearer token that no longer authenticates.
+    let revoked = LongPollClient {
+        server: &server,
+        token: "revoked-token".to_owned(),
+        connection_token: client.connection_token.clone(),
+    };
+
+    let (status, _) = revoked.poll().await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an open connection");
+
+    assert_eq!(
+        server
+            .hub
+            .close_user(user.user_id, CloseReason::AccessRevoked),
+        1
+    );
+    let (status, body) = revoked.poll().await;
+    assert_eq!(status, StatusCode::OK, "poll after the close: {body}");
+    let close = records(&body);
+    assert_eq!(close.len(), 1, "{body}");
+    assert_eq!(close[0]["type"], 7);
+    assert_ne!(close[0]["allowReconnect"], true, "{body}");
+    let error = close[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("access revoked"), "{body}");
+    assert_eq!(
+        revoked.post("{}\u{1e}").await,
+        StatusCode::UNAUTHORIZED,
+        "only the final poll skips authentication"
     );
 }
 
