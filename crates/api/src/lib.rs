@@ -7,6 +7,7 @@ pub mod browser_session;
 mod error;
 mod extract;
 mod idempotency;
+mod project_access;
 mod routes;
 mod state;
 

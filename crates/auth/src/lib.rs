@@ -17,5 +17,5 @@ pub use opaque::{
     hash_opaque_token, NewOpaqueToken, API_TOKEN_PREFIX,
 };
 pub use password::{check_new_password, hash_password, verify_password, PasswordError};
-pub use policy::{Action, Role, TokenScope};
+pub use policy::{Action, ProjectAction, ProjectRole, Role, TokenScope};
 pub use token::{AccessClaims, TokenError, TokenIssuer};

@@ -121,6 +121,88 @@ pub fn is_allowed(role: Role, action: Action) -> bool {
 
 /// Returns whether `granter` may give someone `granted`: owners may grant every role,
 /// admins every role but owner, others none.
+/// A person's role in one project. It narrows what their tenant role allows in that
+/// project and never widens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectRole {
+    /// Reads and writes the project's content and assigns project roles in it.
+    Lead,
+    /// Reads and writes the project's content.
+    Member,
+    /// Reads the project's content.
+    Viewer,
+}
+
+impl ProjectRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectRole::Lead => "lead",
+            ProjectRole::Member => "member",
+            ProjectRole::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown project role {0:?}: expected lead, member or viewer")]
+pub struct UnknownProjectRole(pub String);
+
+impl FromStr for ProjectRole {
+    type Err = UnknownProjectRole;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "lead" => Ok(ProjectRole::Lead),
+            "member" => Ok(ProjectRole::Member),
+            "viewer" => Ok(ProjectRole::Viewer),
+            other => Err(UnknownProjectRole(other.to_owned())),
+        }
+    }
+}
+
+/// Something a caller may try to do in one project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProjectAction {
+    /// Read the project's tasks, comments and jobs.
+    Read,
+    /// Create or change the project's tasks and comments, and import into it.
+    Write,
+    /// Assign and remove project roles.
+    AssignRoles,
+}
+
+/// Decides a project action from the tenant role and the project role, if any.
+///
+/// The tenant role must allow the action first. A project role can then only take
+/// permissions away, so a tenant viewer who leads a project still cannot write there.
+/// Assigning project roles needs a tenant owner or admin, or a project lead whose tenant
+/// role may write.
+pub fn is_allowed_in_project(
+    tenant_role: Role,
+    project_role: Option<ProjectRole>,
+    action: ProjectAction,
+) -> bool {
+    let tenant_action = match action {
+        ProjectAction::Read => Action::ReadContent,
+        ProjectAction::Write => Action::WriteContent,
+        ProjectAction::AssignRoles => {
+            return is_allowed(tenant_role, Action::ManageMembers)
+                || (project_role == Some(ProjectRole::Lead)
+                    && is_allowed(tenant_role, Action::WriteContent));
+        }
+    };
+    if !is_allowed(tenant_role, tenant_action) {
+        return false;
+    }
+    match (project_role, action) {
+        (None, _) => true,
+        (Some(_), ProjectAction::Read) => true,
+        (Some(ProjectRole::Lead | ProjectRole::Member), ProjectAction::Write) => true,
+        (Some(ProjectRole::Viewer), ProjectAction::Write) => false,
+        (Some(_), ProjectAction::AssignRoles) => false,
+    }
+}
+
 pub fn may_grant(granter: Role, granted: Role) -> bool {
     match granter {
         Role::Owner => true,
@@ -134,6 +216,42 @@ mod tests {
     use super::*;
 
     const ROLES: [Role; 4] = [Role::Owner, Role::Admin, Role::Member, Role::Viewer];
+
+    #[test]
+    fn project_roles_only_narrow() {
+        use ProjectAction::{AssignRoles, Read, Write};
+        use ProjectRole::{Lead, Member as ProjectMember, Viewer as ProjectViewer};
+        let cases = [
+            (Role::Member, None, Write, true),
+            (Role::Member, Some(ProjectViewer), Write, false),
+            (Role::Member, Some(ProjectViewer), Read, true),
+            (Role::Member, Some(ProjectMember), Write, true),
+            (Role::Viewer, Some(Lead), Write, false),
+            (Role::Viewer, Some(Lead), AssignRoles, false),
+            (Role::Viewer, None, Read, true),
+            (Role::Member, Some(Lead), AssignRoles, true),
+            (Role::Member, Some(ProjectMember), AssignRoles, false),
+            (Role::Member, None, AssignRoles, false),
+            (Role::Admin, Some(ProjectViewer), AssignRoles, true),
+            (Role::Admin, Some(ProjectViewer), Write, false),
+            (Role::Owner, None, Write, true),
+        ];
+        for (tenant_role, project_role, action, expected) in cases {
+            assert_eq!(
+                is_allowed_in_project(tenant_role, project_role, action),
+                expected,
+                "{tenant_role:?} with {project_role:?} doing {action:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn project_role_names_round_trip() {
+        for role in [ProjectRole::Lead, ProjectRole::Member, ProjectRole::Viewer] {
+            assert_eq!(role.as_str().parse::<ProjectRole>().unwrap(), role);
+        }
+        assert!("owner".parse::<ProjectRole>().is_err());
+    }
 
     #[test]
     fn role_names_round_trip() {

@@ -21,6 +21,7 @@ pub mod mail;
 pub mod notifications;
 pub mod oidc;
 pub mod outbox;
+pub mod project_roles;
 pub mod projects;
 pub mod refresh_tokens;
 pub mod signing_keys;

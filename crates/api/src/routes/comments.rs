@@ -5,12 +5,14 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
+use tasklane_auth::policy::ProjectAction;
 use tasklane_store::comments::{self, Comment};
 use tasklane_store::{tasks, Page};
 use uuid::Uuid;
 
 use super::required_text;
 use crate::extract::{Caller, Json, PageParams, Path, Query};
+use crate::project_access::authorize_in_project;
 use crate::{ApiError, AppState};
 
 const MAX_BODY_CHARS: usize = 65_536;
@@ -32,6 +34,10 @@ async fn create(
     Json(request): Json<CreateComment>,
 ) -> Result<(StatusCode, Json<Comment>), ApiError> {
     caller.require_writer()?;
+    let task = tasks::get(&state.pool, caller.tenant_id, task_id)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?;
+    authorize_in_project(&state, &caller, task.project_id, ProjectAction::Write).await?;
     let body = required_text("body", &request.body, MAX_BODY_CHARS)?;
     let mut tx = state
         .pool

@@ -8,10 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::BytesMut;
+use tasklane_auth::policy::ProjectAction;
 use tasklane_store::{jobs, projects, uploads, PgPool};
 use uuid::Uuid;
 
 use crate::extract::Caller;
+use crate::project_access::authorize_in_project;
 use crate::{ApiError, AppState};
 
 const FORMATS: [&str; 2] = ["jira", "csv"];
@@ -129,6 +131,9 @@ async fn queue_job(
             FORMATS.join(", ")
         )));
     }
+    // NOTE: an import without project_id writes into the projects named by the file's keys,
+    // and the worker checks only the tenant role there, so a project role that narrows the
+    // caller to viewer does not stop such an import.
     if let Some(id) = project_id {
         if projects::find(&state.pool, caller.tenant_id, id)
             .await?
@@ -138,6 +143,7 @@ async fn queue_job(
                 "project {id} does not exist"
             )));
         }
+        authorize_in_project(state, caller, id, ProjectAction::Write).await?;
     }
 
     let params = serde_json::json!({

@@ -14,6 +14,7 @@ mod members;
 mod notifications;
 mod oidc;
 pub mod page;
+mod project_roles;
 mod projects;
 mod sessions;
 mod tasks;
@@ -33,6 +34,7 @@ pub fn api_routes(state: AppState) -> Router<AppState> {
         .merge(api_tokens::routes())
         .merge(members::routes())
         .merge(projects::routes())
+        .merge(project_roles::routes())
         .merge(tasks::routes())
         .merge(totp::routes())
         .merge(comments::routes())

@@ -8,12 +8,14 @@ use axum::Router;
 use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tasklane_auth::policy::ProjectAction;
 use tasklane_store::tasks::{self, NewTask, Task, TaskFilter, TaskPatch};
 use tasklane_store::{projects, Page};
 use uuid::Uuid;
 
 use super::required_text;
 use crate::extract::{Caller, Json, Path, Query};
+use crate::project_access::authorize_in_project;
 use crate::{ApiError, AppState};
 
 pub fn routes() -> Router<AppState> {
@@ -63,6 +65,7 @@ async fn create(
             request.project_id
         )));
     }
+    authorize_in_project(&state, &caller, request.project_id, ProjectAction::Write).await?;
     let new = NewTask {
         project_id: request.project_id,
         title: required_text("title", &request.title, MAX_TITLE_CHARS)?,
@@ -138,6 +141,10 @@ async fn patch(
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
     caller.require_writer()?;
+    let existing = tasks::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?;
+    authorize_in_project(&state, &caller, existing.project_id, ProjectAction::Write).await?;
     let expected_version = parse_if_match(&headers)?;
     let Value::Object(fields) = &body else {
         return Err(ApiError::Unprocessable(
