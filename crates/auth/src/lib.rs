@@ -16,6 +16,8 @@ pub use opaque::{
     generate_password_reset_token, generate_refresh_token, generate_verification_token,
     hash_opaque_token, NewOpaqueToken, API_TOKEN_PREFIX,
 };
-pub use password::{check_new_password, hash_password, verify_password, PasswordError};
+pub use password::{
+    check_new_password, hash_password, needs_rehash, verify_password, PasswordError,
+};
 pub use policy::{Action, ProjectAction, ProjectRole, Role, TokenScope};
 pub use token::{AccessClaims, TokenError, TokenIssuer};

@@ -89,6 +89,25 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
         .map_err(|_| PasswordError::Hashing)
 }
 
+/// Returns whether a stored hash was made with other parameters than [`hash_password`]
+/// uses now, so that a successful login should replace it. A hash that does not parse
+/// returns false, because no password verifies against it.
+pub fn needs_rehash(stored_hash: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored_hash) else {
+        return false;
+    };
+    let current = hasher();
+    let same_algorithm = parsed.algorithm == Algorithm::Argon2id.ident();
+    let same_version = parsed.version == Some(Version::V0x13.into());
+    let same_params = Params::try_from(&parsed).is_ok_and(|params| {
+        let wanted = current.params();
+        params.m_cost() == wanted.m_cost()
+            && params.t_cost() == wanted.t_cost()
+            && params.p_cost() == wanted.p_cost()
+    });
+    !(same_algorithm && same_version && same_params)
+}
+
 /// Verifies a password against a stored hash. With no stored hash (unknown account), it
 /// verifies against a fixed dummy hash, so both cases cost the same work.
 pub fn verify_password(password: &str, stored_hash: Option<&str>) -> bool {
@@ -116,6 +135,26 @@ fn dummy_hash() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weaker_hash_needs_rehash() {
+        let weak_params = Params::new(8 * 1024, 1, 1, None).unwrap();
+        let weak = Argon2::new(Algorithm::Argon2id, Version::V0x13, weak_params)
+            .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(verify_password("correct horse battery", Some(&weak)));
+        assert!(needs_rehash(&weak));
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::default())
+            .hash_password(b"correct horse battery", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(needs_rehash(&argon2i));
+
+        let current = hash_password("correct horse battery").unwrap();
+        assert!(!needs_rehash(&current));
+        assert!(!needs_rehash("not a hash"));
+    }
 
     #[test]
     fn hash_then_verify() {

@@ -256,6 +256,30 @@ pub async fn set_password_hash(
     Ok(())
 }
 
+/// Replaces a user's password hash with a new hash of the same password, made with the
+/// current parameters, without ending their sessions. `stale_hash` must be the hash the
+/// login verified, so a password change in between wins.
+pub async fn upgrade_password_hash(
+    pool: &PgPool,
+    user_id: Uuid,
+    stale_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select set_config('tasklane.same_password', 'on', true)")
+        .execute(&mut *tx)
+        .await?;
+    let updated =
+        sqlx::query("update users set password_hash = $3 where id = $1 and password_hash = $2")
+            .bind(user_id)
+            .bind(stale_hash)
+            .bind(new_hash)
+            .execute(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 /// Reads a user's revocation version, which every new access token carries.
 pub async fn revocation_version(
     executor: impl sqlx::PgExecutor<'_>,

@@ -1450,3 +1450,53 @@ async fn role_changes_follow_policy() {
     assert_eq!(events, 1);
     app.stop().await;
 }
+
+/// V11.4.2: a password hash made with weaker argon2 parameters is replaced at the next
+/// successful login with one made with the current parameters (argon2id, 19 MiB, 2
+/// iterations, 1 lane), without ending the user's sessions.
+#[tokio::test]
+async fn login_upgrades_weaker_password_hash() {
+    use argon2::password_hash::rand_core::OsRng;
+    use argon2::password_hash::{PasswordHasher, SaltString};
+
+    let app = TestApp::spawn().await;
+    let registered = register(&app, "Rehash").await;
+    let user = id(&registered["user_id"]);
+    let weak_params = argon2::Params::new(8 * 1024, 1, 1, None).unwrap();
+    let weak_hash = argon2::Argon2::new(
+        argon2::Algorithm::Argon2id,
+        argon2::Version::V0x13,
+        weak_params,
+    )
+    .hash_password(PASSWORD.as_bytes(), &SaltString::generate(&mut OsRng))
+    .unwrap()
+    .to_string();
+    sqlx::query("update users set password_hash = $2 where id = $1")
+        .bind(user)
+        .bind(&weak_hash)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let version_before: i64 =
+        sqlx::query_scalar("select revocation_version from users where id = $1")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+
+    login(&app, &registered["email"]).await;
+
+    let (stored, version_after): (String, i64) =
+        sqlx::query_as("select password_hash, revocation_version from users where id = $1")
+            .bind(user)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{stored}"
+    );
+    assert_eq!(version_after, version_before, "the rehash ended sessions");
+    login(&app, &registered["email"]).await;
+    app.stop().await;
+}

@@ -5,7 +5,9 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
-use tasklane_auth::{check_new_password, hash_password, verify_password, PasswordError};
+use tasklane_auth::{
+    check_new_password, hash_password, needs_rehash, verify_password, PasswordError,
+};
 use tasklane_domain::EventType;
 use tasklane_store::accounts::{self, MailRecipient, NewAccount};
 use tasklane_store::refresh_tokens::{self, RevokeReason};
@@ -148,11 +150,20 @@ pub(super) async fn check_credentials(
     let keys = ThrottleKeys::new(email, client_ip);
     check_login_limits(state, &keys, known_user, client_ip).await?;
     let stored_hash = credentials.as_ref().and_then(|c| c.password_hash.clone());
-    // Unknown accounts are verified against a dummy hash, so both take the same time.
-    let verified =
-        tokio::task::spawn_blocking(move || verify_password(&password, stored_hash.as_deref()))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+    // Unknown accounts are verified against a dummy hash, so both take the same time. A
+    // hash made with older parameters is replaced after a successful login.
+    let (verified, upgraded_hash) = tokio::task::spawn_blocking(move || {
+        let verified = verify_password(&password, stored_hash.as_deref());
+        let upgraded = match stored_hash {
+            Some(stored) if verified && needs_rehash(&stored) => {
+                hash_password(&password).ok().map(|new| (stored, new))
+            }
+            _ => None,
+        };
+        (verified, upgraded)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
     let Some(credentials) = credentials.filter(|c| verified && !c.disabled) else {
         record_failure(state, known_user, client_ip).await?;
         return Err(ApiError::Unauthorized);
@@ -161,6 +172,11 @@ pub(super) async fn check_credentials(
     if let Err(error) = check_login_code(state, credentials.user_id, totp_code).await {
         record_failure(state, known_user, client_ip).await?;
         return Err(error);
+    }
+
+    if let Some((stale, upgraded)) = upgraded_hash {
+        accounts::upgrade_password_hash(&state.pool, credentials.user_id, &stale, &upgraded)
+            .await?;
     }
 
     login_attempts::clear(&state.pool, &keys.account).await?;
