@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use tasklane_auth::policy::{is_allowed_in_project, ProjectAction, ProjectRole, Role};
 use tasklane_domain::{new_id, EventType, Handle, ProjectKey};
 use uuid::Uuid;
 
@@ -219,11 +220,50 @@ async fn resolve_project(
                 &name,
             )
             .await?;
+            ensure_actor_may_write(tx, scope, project.id, &project.key).await?;
             (project.id, project.key)
         }
     };
     cache.projects.insert(cache_key, project.clone());
     Ok(project)
+}
+
+/// Applies the role policy to a project that the import found by the key in the file: the
+/// importer's tenant role and their role in that project must both allow writing. The API
+/// checks a project named in the request before the job starts.
+async fn ensure_actor_may_write(
+    tx: &mut Tx<'_>,
+    scope: &ImportScope,
+    project_id: Uuid,
+    key: &str,
+) -> Result<(), StoreError> {
+    let roles: Option<(String, Option<String>)> = sqlx::query_as(
+        "select m.role, pr.role from memberships m
+         left join project_roles pr
+             on pr.tenant_id = m.tenant_id and pr.user_id = m.user_id and pr.project_id = $3
+         where m.tenant_id = $1 and m.user_id = $2",
+    )
+    .bind(scope.tenant_id)
+    .bind(scope.actor_id)
+    .bind(project_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let allowed = roles.is_some_and(|(tenant_role, project_role)| {
+        let Ok(tenant_role) = tenant_role.parse::<Role>() else {
+            return false;
+        };
+        // The check constraint admits only known project roles. Were one unknown, the
+        // narrowest role applies.
+        let project_role = project_role.map(|role| role.parse().unwrap_or(ProjectRole::Viewer));
+        is_allowed_in_project(tenant_role, project_role, ProjectAction::Write)
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "your role does not allow writing in project {key}"
+        )))
+    }
 }
 
 /// Finds the placeholder member standing for an imported person, creating one if needed.

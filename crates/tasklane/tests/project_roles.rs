@@ -275,3 +275,40 @@ async fn project_roles_stay_in_tenant() {
     assert_eq!(listed.status(), 404);
     app.stop().await;
 }
+
+/// V8.2.1: an import whose file names a project by key is held to the importer's project
+/// role there: the rows for a project where they are a viewer fail, the others import.
+#[tokio::test]
+async fn import_respects_project_role() {
+    let app = TestApp::spawn().await;
+    let owner = app.register("Import roles").await;
+    let member = add_member(&app, &owner, "member").await;
+    let locked = create_project(&app, &owner, "LOCK").await;
+    create_project(&app, &owner, "OPEN").await;
+    assert_eq!(
+        put_role(&app, &owner.token, locked, member.user_id, "viewer").await,
+        200
+    );
+
+    let path = std::env::temp_dir().join(format!("tasklane-roles-{}.csv", Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        "Summary,Issue key,Project key\nLocked one,LOCK-1,LOCK\nOpen one,OPEN-1,OPEN\n",
+    )
+    .unwrap();
+    let job_id = app.start_import(&member.token, &path).await;
+    let job = app.wait_for_job(&member.token, job_id).await;
+    let _ = std::fs::remove_file(&path);
+
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["counts"]["created"], 1, "{job}");
+    assert_eq!(job["counts"]["failed"], 1, "{job}");
+    let keys: Vec<String> =
+        sqlx::query_scalar("select key from tasks where tenant_id = $1 order by key")
+            .bind(owner.tenant_id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(keys, vec!["OPEN-1"]);
+    app.stop().await;
+}

@@ -131,9 +131,8 @@ async fn queue_job(
             FORMATS.join(", ")
         )));
     }
-    // NOTE: an import without project_id writes into the projects named by the file's keys,
-    // and the worker checks only the tenant role there, so a project role that narrows the
-    // caller to viewer does not stop such an import.
+    // Without project_id, the worker applies the same check to each project that the
+    // file's keys name, and rows for a project the caller may not write in fail.
     if let Some(id) = project_id {
         if projects::find(&state.pool, caller.tenant_id, id)
             .await?
