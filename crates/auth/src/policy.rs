@@ -203,6 +203,20 @@ pub fn is_allowed_in_project(
     }
 }
 
+/// Decides a project action from stored role names. A tenant role that does not parse
+/// allows nothing, and a project role that does not parse counts as the narrowest, viewer.
+pub fn is_allowed_in_project_by_name(
+    tenant_role: &str,
+    project_role: Option<&str>,
+    action: ProjectAction,
+) -> bool {
+    let Ok(tenant_role) = tenant_role.parse::<Role>() else {
+        return false;
+    };
+    let project_role = project_role.map(|role| role.parse().unwrap_or(ProjectRole::Viewer));
+    is_allowed_in_project(tenant_role, project_role, action)
+}
+
 pub fn may_grant(granter: Role, granted: Role) -> bool {
     match granter {
         Role::Owner => true,
@@ -243,6 +257,30 @@ mod tests {
                 "{tenant_role:?} with {project_role:?} doing {action:?}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_role_names_allow_little() {
+        assert!(!is_allowed_in_project_by_name(
+            "root",
+            None,
+            ProjectAction::Read
+        ));
+        assert!(is_allowed_in_project_by_name(
+            "member",
+            Some("boss"),
+            ProjectAction::Read
+        ));
+        assert!(!is_allowed_in_project_by_name(
+            "member",
+            Some("boss"),
+            ProjectAction::Write
+        ));
+        assert!(is_allowed_in_project_by_name(
+            "member",
+            Some("lead"),
+            ProjectAction::Write
+        ));
     }
 
     #[test]

@@ -50,12 +50,7 @@ pub fn provisioning_uri(
     // The otpauth label separates the issuer from the account with ':', so neither may
     // contain one.
     let account_name = account_name.replace(':', " ");
-    let totp = Builder::new()
-        .with_algorithm(Algorithm::SHA1)
-        .with_digits(DIGITS)
-        .with_step_duration(STEP_SECONDS)
-        .with_skew(SKEW_STEPS)
-        .with_secret(secret.to_vec())
+    let totp = builder(secret)
         .with_account_name(account_name)
         .with_issuer(Some(issuer.replace(':', " ")))
         .build()
@@ -64,13 +59,17 @@ pub fn provisioning_uri(
         .map_err(|error| TotpSetupError::InvalidAccountName(error.to_string()))
 }
 
-fn totp(secret: &[u8]) -> Result<Totp, TotpSetupError> {
+fn builder(secret: &[u8]) -> Builder {
     Builder::new()
         .with_algorithm(Algorithm::SHA1)
         .with_digits(DIGITS)
         .with_step_duration(STEP_SECONDS)
         .with_skew(SKEW_STEPS)
         .with_secret(secret.to_vec())
+}
+
+fn totp(secret: &[u8]) -> Result<Totp, TotpSetupError> {
+    builder(secret)
         .build()
         .map_err(|_| TotpSetupError::InvalidSecret)
 }

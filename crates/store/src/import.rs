@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use tasklane_auth::policy::{is_allowed_in_project, ProjectAction, ProjectRole, Role};
+use tasklane_auth::policy::{is_allowed_in_project_by_name, ProjectAction};
 use tasklane_domain::{new_id, EventType, Handle, ProjectKey};
 use uuid::Uuid;
 
@@ -249,13 +249,7 @@ async fn ensure_actor_may_write(
     .fetch_optional(&mut **tx)
     .await?;
     let allowed = roles.is_some_and(|(tenant_role, project_role)| {
-        let Ok(tenant_role) = tenant_role.parse::<Role>() else {
-            return false;
-        };
-        // The check constraint admits only known project roles. Were one unknown, the
-        // narrowest role applies.
-        let project_role = project_role.map(|role| role.parse().unwrap_or(ProjectRole::Viewer));
-        is_allowed_in_project(tenant_role, project_role, ProjectAction::Write)
+        is_allowed_in_project_by_name(&tenant_role, project_role.as_deref(), ProjectAction::Write)
     });
     if allowed {
         Ok(())

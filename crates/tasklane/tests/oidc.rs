@@ -241,17 +241,9 @@ async fn add_provider(app: &TestApp, admin: &Account, provider: &OpenIdProvider)
     body["id"].as_str().unwrap().parse().unwrap()
 }
 
-async fn email_of(app: &TestApp, account: &Account) -> String {
-    sqlx::query_scalar("select email from users where id = $1")
-        .bind(account.user_id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 /// Invites `invitee` to the tenant of `owner` with `role` and accepts the invitation.
 async fn join_tenant(app: &TestApp, owner: &Account, invitee: &Account, role: &str) {
-    let email = email_of(app, invitee).await;
+    let email = app.email_of(invitee.user_id).await;
     let created = app
         .post_json(
             &owner.token,
@@ -368,7 +360,7 @@ async fn existing_email_needs_confirmed_link() {
     let provider_id = add_provider(&app, &owner, &provider).await;
     let person = app.register("Home").await;
     join_tenant(&app, &owner, &person, "member").await;
-    let email = email_of(&app, &person).await;
+    let email = app.email_of(person.user_id).await;
 
     let (status, pending) = log_in(&app, &provider, provider_id, &email).await;
     assert_eq!(status, StatusCode::CONFLICT, "{pending}");

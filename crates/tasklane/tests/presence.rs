@@ -74,53 +74,6 @@ fn database_url(pool: &PgPool) -> String {
     format!("{base}/{database}")
 }
 
-async fn email_of(app: &TestApp, user_id: Uuid) -> String {
-    sqlx::query_scalar("select email from users where id = $1")
-        .bind(user_id)
-        .fetch_one(&app.pool)
-        .await
-        .expect("reading the user's e-mail")
-}
-
-/// Registers a second person, has `owner` invite them as a member, and returns an
-/// access token of theirs for `owner`'s tenant.
-async fn add_member(app: &TestApp, owner: &Account) -> Account {
-    let person = app.register("Member home").await;
-    let email = email_of(app, person.user_id).await;
-    let invited = app
-        .post_json(
-            &owner.token,
-            "/api/v1/invitations",
-            json!({ "email": email, "role": "member" }),
-        )
-        .await;
-    assert_eq!(invited.status(), 201, "invitation failed");
-
-    let invitation: Value = invited.json().await.unwrap();
-    let accept_path = format!(
-        "/api/v1/invitations/{}/accept",
-        invitation["token"].as_str().unwrap()
-    );
-    let accepted = app.post_json(&person.token, &accept_path, json!({})).await;
-    assert_eq!(accepted.status(), 200, "accepting the invitation failed");
-
-    let switched = app
-        .post_json(
-            &person.token,
-            "/api/v1/auth/switch-tenant",
-            json!({ "tenant": owner.tenant_id }),
-        )
-        .await;
-    assert_eq!(switched.status(), 200, "switching tenant failed");
-    let switched: Value = switched.json().await.unwrap();
-    Account {
-        user_id: person.user_id,
-        tenant_id: owner.tenant_id,
-        project_id: owner.project_id,
-        token: switched["access_token"].as_str().unwrap().to_owned(),
-    }
-}
-
 fn user_set(users: &[Uuid]) -> BTreeSet<String> {
     users.iter().map(Uuid::to_string).collect()
 }
@@ -175,7 +128,7 @@ async fn create_task_id(app: &TestApp, owner: &Account) -> Uuid {
 async fn viewers_follow_joins_across_nodes() {
     let app = TestApp::spawn().await;
     let owner = app.register("Presence").await;
-    let member = add_member(&app, &owner).await;
+    let member = app.add_member(&owner, "member").await;
     let task_id = create_task_id(&app, &owner).await;
     let group = format!("task:{task_id}");
     let (node_a, node_b) = (
@@ -222,7 +175,7 @@ async fn viewers_follow_joins_across_nodes() {
 async fn online_users_lists_tenant_connections() {
     let app = TestApp::spawn().await;
     let owner = app.register("Online").await;
-    let member = add_member(&app, &owner).await;
+    let member = app.add_member(&owner, "member").await;
     let outsider = app.register("Elsewhere").await;
     let group = format!("tenant:{}", owner.tenant_id);
 
@@ -254,7 +207,7 @@ async fn online_users_lists_tenant_connections() {
 async fn dead_node_viewers_age_out() {
     let app = TestApp::spawn().await;
     let owner = app.register("Dying node").await;
-    let member = add_member(&app, &owner).await;
+    let member = app.add_member(&owner, "member").await;
     let task_id = create_task_id(&app, &owner).await;
     let group = format!("task:{task_id}");
     let (node_a, node_b) = (
@@ -381,7 +334,7 @@ async fn disabled_user_closed_on_every_node() {
 async fn removed_member_connection_closed() {
     let app = TestApp::spawn().await;
     let owner = app.register("Removal").await;
-    let member = add_member(&app, &owner).await;
+    let member = app.add_member(&owner, "member").await;
     let mut owner_client = HubClient::connect(&app.hub_url(), &owner.token, &[], &[]).await;
     let mut member_client = connect_reconnecting(&app.hub_url(), &member.token).await;
 
@@ -411,7 +364,7 @@ async fn expired_token_closes_reconnectable() {
     let app = TestApp::spawn().await;
     let owner = app.register("Expiry").await;
     let node = Node::start(&app, json!({ "auth": { "access_token_ttl": "3s" } })).await;
-    let email = email_of(&app, owner.user_id).await;
+    let email = app.email_of(owner.user_id).await;
     let login = app
         .client
         .post(format!("{}/api/v1/auth/login", node.base_url))

@@ -10,49 +10,6 @@ use common::{Account, TestApp};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// Registers a second person and has `owner` invite them with `role`; returns their
-/// access token for `owner`'s tenant.
-async fn add_member(app: &TestApp, owner: &Account, role: &str) -> Account {
-    let person = app.register("Second home").await;
-    let email: String = sqlx::query_scalar("select email from users where id = $1")
-        .bind(person.user_id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-
-    let invited = app
-        .post_json(
-            &owner.token,
-            "/api/v1/invitations",
-            json!({ "email": email, "role": role }),
-        )
-        .await;
-    assert_eq!(invited.status(), 201, "invitation failed");
-    let invitation: Value = invited.json().await.unwrap();
-    let accept_path = format!(
-        "/api/v1/invitations/{}/accept",
-        invitation["token"].as_str().unwrap()
-    );
-    let accepted = app.post_json(&person.token, &accept_path, json!({})).await;
-    assert_eq!(accepted.status(), 200, "accepting the invitation failed");
-
-    let switched = app
-        .post_json(
-            &person.token,
-            "/api/v1/auth/switch-tenant",
-            json!({ "tenant": owner.tenant_id }),
-        )
-        .await;
-    assert_eq!(switched.status(), 200, "switching tenant failed");
-    let switched: Value = switched.json().await.unwrap();
-    Account {
-        user_id: person.user_id,
-        tenant_id: owner.tenant_id,
-        project_id: owner.project_id,
-        token: switched["access_token"].as_str().unwrap().to_owned(),
-    }
-}
-
 async fn put_role(
     app: &TestApp,
     token: &str,
@@ -98,7 +55,7 @@ async fn create_task_in(app: &TestApp, account: &Account, project_id: Uuid) -> r
 async fn project_viewer_role_narrows_member() {
     let app = TestApp::spawn().await;
     let owner = app.register("Narrowing").await;
-    let member = add_member(&app, &owner, "member").await;
+    let member = app.add_member(&owner, "member").await;
     let task = app.create_task(&owner, "Owned").await;
     let task_id = task["id"].as_str().unwrap();
 
@@ -171,8 +128,8 @@ async fn project_viewer_role_narrows_member() {
 async fn project_role_never_widens() {
     let app = TestApp::spawn().await;
     let owner = app.register("Widening").await;
-    let viewer = add_member(&app, &owner, "viewer").await;
-    let member = add_member(&app, &owner, "member").await;
+    let viewer = app.add_member(&owner, "viewer").await;
+    let member = app.add_member(&owner, "member").await;
 
     assert_eq!(
         put_role(&app, &owner.token, owner.project_id, viewer.user_id, "lead").await,
@@ -282,7 +239,7 @@ async fn project_roles_stay_in_tenant() {
 async fn import_respects_project_role() {
     let app = TestApp::spawn().await;
     let owner = app.register("Import roles").await;
-    let member = add_member(&app, &owner, "member").await;
+    let member = app.add_member(&owner, "member").await;
     let locked = create_project(&app, &owner, "LOCK").await;
     create_project(&app, &owner, "OPEN").await;
     assert_eq!(

@@ -19,14 +19,6 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-async fn email_of(app: &TestApp, account: &Account) -> String {
-    sqlx::query_scalar("select email from users where id = $1")
-        .bind(account.user_id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 /// Starts an enrolment and returns the secret the response carried.
 async fn enrol(app: &TestApp, account: &Account) -> Vec<u8> {
     let response = app
@@ -73,7 +65,7 @@ async fn enable(app: &TestApp, account: &Account) -> (Vec<u8>, u64) {
 async fn totp_login_requires_the_code() {
     let app = TestApp::spawn().await;
     let account = app.register("Second factor").await;
-    let email = email_of(&app, &account).await;
+    let email = app.email_of(account.user_id).await;
     let (secret, confirmed_step) = enable(&app, &account).await;
 
     let without_code = login(&app, &email, None).await;
@@ -107,7 +99,7 @@ async fn totp_login_requires_the_code() {
 async fn totp_code_is_usable_once() {
     let app = TestApp::spawn().await;
     let account = app.register("Single use").await;
-    let email = email_of(&app, &account).await;
+    let email = app.email_of(account.user_id).await;
     let (secret, confirmed_step) = enable(&app, &account).await;
 
     let confirmed_code = generate_code(&secret, confirmed_step * STEP_SECONDS).unwrap();
@@ -127,13 +119,13 @@ async fn totp_code_is_usable_once() {
     app.stop().await;
 }
 
-/// V6.5.6: the owner can turn the factor off with a fresh code, after which the password
-/// alone logs in again; a stale code does not turn it off.
+/// V6.5.6: the owner can turn the factor off with a fresh code, and then the password alone
+/// logs in again. A stale code does not turn it off.
 #[tokio::test]
 async fn totp_can_be_disabled_with_a_fresh_code() {
     let app = TestApp::spawn().await;
     let account = app.register("Disable").await;
-    let email = email_of(&app, &account).await;
+    let email = app.email_of(account.user_id).await;
     let (secret, confirmed_step) = enable(&app, &account).await;
 
     let stale_code = generate_code(&secret, confirmed_step * STEP_SECONDS).unwrap();
@@ -201,7 +193,7 @@ async fn totp_enrolment_rules() {
 async fn cookie_login_requires_the_code() {
     let app = TestApp::spawn().await;
     let account = app.register("Cookie factor").await;
-    let email = email_of(&app, &account).await;
+    let email = app.email_of(account.user_id).await;
     let (secret, confirmed_step) = enable(&app, &account).await;
 
     let cookie_login = |code: Option<String>| {

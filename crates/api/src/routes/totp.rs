@@ -9,7 +9,7 @@ use axum::Router;
 use serde::Deserialize;
 use tasklane_auth::totp::{accept_code, generate_secret, provisioning_uri, secret_base32};
 use tasklane_domain::EventType;
-use tasklane_store::{accounts, auth_events, login_attempts, totp};
+use tasklane_store::{accounts, auth_events, login_attempts, totp, Tx};
 use uuid::Uuid;
 
 use crate::extract::{Caller, Json};
@@ -127,18 +127,10 @@ async fn use_code(
             retry_after_secs: attempts.retry_after_secs.max(1) as u64,
         });
     }
-    let step = accept_code(&stored.secret, code, unix_now(), stored.last_used_step)
-        .ok_or_else(invalid_code)?;
-
-    let mut tx = state
-        .pool
-        .begin()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
     let confirming = event == EventType::TotpEnabled;
-    if !totp::use_step(&mut tx, user_id, step, confirming).await? {
-        return Err(invalid_code());
-    }
+    let mut tx = record_code(state, user_id, stored, code, confirming)
+        .await?
+        .ok_or_else(invalid_code)?;
     if event == EventType::TotpDisabled {
         totp::remove(&mut tx, user_id).await?;
     }
@@ -176,24 +168,33 @@ pub(super) async fn check_login_code(
         return Ok(());
     };
     let code = code.ok_or(ApiError::SecondFactorRequired)?;
-    let step = accept_code(&stored.secret, code, unix_now(), stored.last_used_step)
-        .ok_or_else(invalid_login_code)?;
+    let tx = record_code(state, user_id, &stored, code, false)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Accepts `code` when it is valid and newer than the last accepted one, and records its
+/// time step in a transaction that the caller commits. Returns `None` for an invalid,
+/// expired or already used code. With `confirm`, the enrolment is also marked confirmed.
+async fn record_code(
+    state: &AppState,
+    user_id: Uuid,
+    stored: &totp::StoredTotp,
+    code: &str,
+    confirm: bool,
+) -> Result<Option<Tx<'static>>, ApiError> {
+    let Some(step) = accept_code(&stored.secret, code, unix_now(), stored.last_used_step) else {
+        return Ok(None);
+    };
     let mut tx = state
         .pool
         .begin()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let accepted = totp::use_step(&mut tx, user_id, step, false).await?;
-    tx.commit()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    if accepted {
-        Ok(())
+    if totp::use_step(&mut tx, user_id, step, confirm).await? {
+        Ok(Some(tx))
     } else {
-        Err(invalid_login_code())
+        Ok(None)
     }
-}
-
-fn invalid_login_code() -> ApiError {
-    ApiError::Unauthorized
 }

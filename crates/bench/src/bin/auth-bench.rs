@@ -3,10 +3,10 @@
 //! 1. Access-token verification per second: `jsonwebtoken::decode` with the same key and
 //!    checks, `TokenIssuer::verify_uncached`, and `TokenIssuer::verify` on a repeated
 //!    token (the in-process cache of verified tokens).
-//! 2. Password verification latency: the raw `argon2` call, `verify_password` for a known
-//!    account, and for an unknown one (the dummy hash), then `POST /auth/login` through
-//!    the real router: a known e-mail with the right and with a wrong password, and an
-//!    unknown e-mail.
+//! 2. Password verification latency: the raw `argon2` call, then `verify_password` for a
+//!    known account and for an unknown one (the dummy hash). `POST /auth/login` goes
+//!    through the real router with a known e-mail and the right password, a known e-mail
+//!    and a wrong password, and an unknown e-mail.
 //! 3. What the auth layer adds to a cached task read. Two routes on the real router read
 //!    the same task JSON from Redis: one behind the API's `Caller` extractor (token,
 //!    revocation version, membership, role) and one without. The API's own
@@ -78,7 +78,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Runs each variant once per round, in turn, and returns each variant's median result.
 fn median_rounds<const N: usize>(rounds: usize, mut run: impl FnMut() -> [f64; N]) -> [f64; N] {
-    let mut samples: Vec<[f64; N]> = (0..rounds).map(|_| run()).collect();
+    median_of((0..rounds).map(|_| run()).collect())
+}
+
+/// Returns each variant's median over the rounds.
+fn median_of<const N: usize>(mut samples: Vec<[f64; N]>) -> [f64; N] {
     let mut medians = [0.0; N];
     for (variant, median) in medians.iter_mut().enumerate() {
         samples.sort_by(|a, b| a[variant].total_cmp(&b[variant]));
@@ -335,7 +339,7 @@ impl BenchApp {
     }
 }
 
-/// Where the bench routes find cached task JSON.
+/// The Redis connection and key prefix of the cached task JSON that the bench routes read.
 #[derive(Clone)]
 struct CachedTasks {
     redis: ConnectionManager,
@@ -360,7 +364,8 @@ impl CachedTasks {
     }
 }
 
-/// A cached read behind the API's whole auth layer, as a cached `GET /tasks/{id}` would be.
+/// Reads cached task JSON behind the API's whole auth layer, as a cached
+/// `GET /tasks/{id}` would.
 async fn read_cached_task_as_caller(
     caller: Caller,
     Extension(cached): Extension<CachedTasks>,
@@ -373,7 +378,7 @@ async fn read_cached_task_as_caller(
     cached.read(caller.tenant_id, task_id).await
 }
 
-/// The same cached read with no authentication at all: the baseline.
+/// Reads the same cached task JSON with no authentication at all, as the baseline.
 async fn read_cached_task(
     Extension(cached): Extension<CachedTasks>,
     Path((tenant_id, task_id)): Path<(Uuid, Uuid)>,
@@ -458,10 +463,7 @@ async fn bench_requests(args: &Args, app: &BenchApp) -> anyhow::Result<()> {
     if let Some(error) = failure {
         return Err(error);
     }
-    let [anonymous_us, authenticated_us, api_us] = median_rounds(args.rounds, {
-        let mut rounds = rounds.into_iter();
-        move || rounds.next().expect("one round per call")
-    });
+    let [anonymous_us, authenticated_us, api_us] = median_of(rounds);
 
     // The extractor alone, without the router, which isolates its cost from the noise of
     // two whole requests.
@@ -479,10 +481,7 @@ async fn bench_requests(args: &Args, app: &BenchApp) -> anyhow::Result<()> {
         }
         extractor_rounds.push([started.elapsed().as_secs_f64() * 1e6 / f64::from(n)]);
     }
-    let [extractor_us] = median_rounds(args.rounds, {
-        let mut rounds = extractor_rounds.into_iter();
-        move || rounds.next().expect("one round per call")
-    });
+    let [extractor_us] = median_of(extractor_rounds);
     println!();
     println!("task read through the router, in process ({n} per route per round)");
     println!("  cached read (Redis GET), no auth    {anonymous_us:>8.1} us");
@@ -511,7 +510,7 @@ async fn bench_login_requests(args: &Args, app: &BenchApp, login: &Value) -> any
 
         let mut wrong_elapsed = Duration::ZERO;
         for _ in 0..n {
-            // Forget earlier failures so the account lockout never answers instead.
+            // Forget earlier failures so the account lockout never rejects the attempt first.
             sqlx::query("delete from login_attempts")
                 .execute(&app.state.pool)
                 .await?;
@@ -539,10 +538,7 @@ async fn bench_login_requests(args: &Args, app: &BenchApp, login: &Value) -> any
         let unknown_ms = started.elapsed().as_secs_f64() * 1e3 / f64::from(n);
         rounds.push([known_ms, wrong_ms, unknown_ms]);
     }
-    let [known_ms, wrong_ms, unknown_ms] = median_rounds(args.rounds, {
-        let mut rounds = rounds.into_iter();
-        move || rounds.next().expect("one round per call")
-    });
+    let [known_ms, wrong_ms, unknown_ms] = median_of(rounds);
     println!();
     println!("POST /api/v1/auth/login through the router ({n} per round)");
     println!("  known e-mail, right password        {known_ms:>8.1} ms");

@@ -207,6 +207,54 @@ impl TestApp {
             .expect("marking the test account verified");
     }
 
+    /// Reads a user's e-mail address.
+    pub async fn email_of(&self, user_id: Uuid) -> String {
+        sqlx::query_scalar("select email from users where id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("reading the user's e-mail")
+    }
+
+    /// Registers a second person, has `owner` invite them with `role`, and returns an
+    /// access token of theirs for `owner`'s tenant.
+    pub async fn add_member(&self, owner: &Account, role: &str) -> Account {
+        let person = self.register("Member home").await;
+        let email = self.email_of(person.user_id).await;
+        let invited = self
+            .post_json(
+                &owner.token,
+                "/api/v1/invitations",
+                json!({ "email": email, "role": role }),
+            )
+            .await;
+        assert_eq!(invited.status(), 201, "invitation failed");
+
+        let invitation: Value = invited.json().await.unwrap();
+        let accept_path = format!(
+            "/api/v1/invitations/{}/accept",
+            invitation["token"].as_str().unwrap()
+        );
+        let accepted = self.post_json(&person.token, &accept_path, json!({})).await;
+        assert_eq!(accepted.status(), 200, "accepting the invitation failed");
+
+        let switched = self
+            .post_json(
+                &person.token,
+                "/api/v1/auth/switch-tenant",
+                json!({ "tenant": owner.tenant_id }),
+            )
+            .await;
+        assert_eq!(switched.status(), 200, "switching tenant failed");
+        let switched: Value = switched.json().await.unwrap();
+        Account {
+            user_id: person.user_id,
+            tenant_id: owner.tenant_id,
+            project_id: owner.project_id,
+            token: switched["access_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
