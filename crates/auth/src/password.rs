@@ -100,10 +100,10 @@ pub fn needs_rehash(stored_hash: &str) -> bool {
     let same_algorithm = parsed.algorithm == Algorithm::Argon2id.ident();
     let same_version = parsed.version == Some(Version::V0x13.into());
     let same_params = Params::try_from(&parsed).is_ok_and(|params| {
-        let wanted = current.params();
-        params.m_cost() == wanted.m_cost()
-            && params.t_cost() == wanted.t_cost()
-            && params.p_cost() == wanted.p_cost()
+        let expected = current.params();
+        params.m_cost() == expected.m_cost()
+            && params.t_cost() == expected.t_cost()
+            && params.p_cost() == expected.p_cost()
     });
     !(same_algorithm && same_version && same_params)
 }

@@ -75,7 +75,7 @@ pub struct ServerSettings {
     pub allowed_origins: Vec<String>,
 }
 
-/// How other hub nodes reach this one.
+/// The address at which other hub nodes reach this one.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubNodeSettings {

@@ -59,8 +59,8 @@ impl Hub {
     }
 
     /// Creates a hub that, with `cluster`, forwards the requests of connections that other
-    /// nodes own to them and records its own connections for them; see
-    /// [`crate::HubCluster`].
+    /// nodes own to those nodes. It also records its own connections for the other nodes.
+    /// See [`crate::HubCluster`].
     ///
     /// # Panics
     ///

@@ -204,7 +204,7 @@ impl Negotiations {
         }
     }
 
-    /// Returns whether this process holds the token, claimed or not.
+    /// Returns whether this process has the token, claimed or not.
     pub fn contains(&self, token: &str) -> bool {
         self.by_token.lock().contains_key(token)
     }

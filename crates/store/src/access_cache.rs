@@ -203,7 +203,8 @@ impl AccessCache {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
         entries.remove(&user_id);
         drop(entries);
-        // Sending fails only when no receiver exists, which needs no action.
+        // A tokio broadcast send fails only when there is no receiver, and then no one
+        // needs the change.
         let _ = self.inner.changes.send(AccessChange::User(user_id));
     }
 

@@ -112,7 +112,7 @@ pub async fn find_provider(
     Ok(row)
 }
 
-/// What the callback needs to finish a login that a start request began.
+/// The stored part of a login that a start request began, which the callback needs.
 #[derive(Debug, Clone, FromRow)]
 pub struct LoginState {
     pub provider_id: Uuid,

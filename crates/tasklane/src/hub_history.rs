@@ -2,9 +2,9 @@
 //! all of them, otherwise from `hub_messages` in PostgreSQL.
 //!
 //! The guarantee: a client that resumes with `after_seq` receives every message of the
-//! group numbered after it, in order and once each (the live ones that arrive meanwhile
-//! included), provided the group's Redis log or `hub_messages` still contains all of the
-//! missed ones and there are at most the caller's maximum. Otherwise it gets `resync`
+//! group numbered after it, in order and once each, the live ones that arrive meanwhile
+//! included. That holds while the group's Redis log or `hub_messages` still contains all
+//! of the missed ones and there are at most the caller's maximum. Otherwise it gets `resync`
 //! and fetches the current state again. Redis keeps the newest
 //! [`tasklane_cache::backplane::HUB_LOG_LENGTH`] messages of a group for [`tasklane_cache::backplane::HUB_LOG_TTL`]
 //! after its last message. PostgreSQL keeps every message for

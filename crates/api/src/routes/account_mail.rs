@@ -102,8 +102,8 @@ pub(super) async fn queue_already_registered_mail(
     Ok(())
 }
 
-/// Queues a mail that tells the owner their password was changed, so a change they did not
-/// make does not go unnoticed.
+/// Queues a mail that informs the owner that their password was changed, so a change they
+/// did not make does not go unnoticed.
 pub(super) async fn queue_password_changed_mail(
     state: &AppState,
     tx: &mut Tx<'_>,

@@ -198,7 +198,7 @@ async fn start(
         return_path,
     };
     let expires_at = Utc::now() + LOGIN_TTL;
-    // NOTE: anyone may start logins, and each one stores a row until it expires; no rate
+    // NOTE: anyone may start logins, and each one stores a row until it expires. No rate
     // limit caps how many rows one client creates within 10 minutes.
     store::insert_login_state(
         &state.pool,
@@ -322,7 +322,7 @@ struct CallbackParams {
 
 /// Finishes a login: consumes the state, exchanges the code with the PKCE verifier, verifies
 /// the ID token and signs the person in to the provider's tenant, creates their account, or
-/// answers 409 with a link token when an account has their e-mail address.
+/// returns 409 with a link token when an account has their e-mail address.
 async fn callback(
     State(state): State<AppState>,
     Query(params): Query<CallbackParams>,
@@ -402,7 +402,7 @@ async fn finish_login(
             tracing::warn!(provider_id = %provider.id, error = %error, "OpenID login failed");
             record_failure(state, &provider, "invalid_provider_response").await?;
             return Err(ApiError::BadRequest(
-                "the provider's answer could not be verified: start the login again".into(),
+                "the provider's response could not be verified: start the login again".into(),
             ));
         }
     };
@@ -506,7 +506,7 @@ async fn sign_in(
 }
 
 /// Stores a single-use link request for the account that has the identity's e-mail
-/// address and answers 409 with its token. Nothing is linked and no one is signed in.
+/// address and returns 409 with its token. Nothing is linked and no one is signed in.
 async fn propose_link(
     mut tx: tasklane_store::Tx<'_>,
     provider: &Provider,
