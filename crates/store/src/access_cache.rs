@@ -91,6 +91,13 @@ impl AccessCache {
         }
     }
 
+    /// Reads the user's access from PostgreSQL, bypassing the cache, for decisions that
+    /// must not act on a change whose notification has not arrived yet, such as issuing new
+    /// tokens. Returns `None` for an unknown user.
+    pub async fn get_uncached(&self, user_id: Uuid) -> Result<Option<Arc<UserAccess>>, StoreError> {
+        Ok(load(&self.inner.pool, user_id).await?.map(Arc::new))
+    }
+
     /// Returns the user's access, or `None` for an unknown user.
     pub async fn get(&self, user_id: Uuid) -> Result<Option<Arc<UserAccess>>, StoreError> {
         if let Some(access) = self.read_entries().get(&user_id) {

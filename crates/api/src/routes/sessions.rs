@@ -124,8 +124,9 @@ async fn refresh(
         Rotation::Rejected => return Err(ApiError::Unauthorized),
     };
 
-    // A family outlives neither the membership nor the account it was issued for.
-    let access = state.access.get(session.user_id).await?;
+    // A family outlives neither the membership nor the account it was issued for. The
+    // cache may not have seen a removal yet, and new tokens must not outlive it.
+    let access = state.access.get_uncached(session.user_id).await?;
     let Some(access) = access.filter(|access| access.role_in(session.tenant_id).is_some()) else {
         refresh_tokens::revoke_family(&mut tx, session.family_id, RevokeReason::AccountChange)
             .await?;
