@@ -8,12 +8,11 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{HubMessage, Principal};
 use crate::protocol::{CloseMessage, HubProtocol};
+use crate::queue::{outbound_queue, OutboundReceiver, OutboundSender, PushError};
 use crate::stateful::StatefulState;
 
 /// Internal key of a connection in the hub's registries.
@@ -112,7 +111,7 @@ pub(crate) struct Connection {
     /// Public connection id from negotiate, safe to log.
     pub connection_id: String,
     pub principal: Principal,
-    outbound: mpsc::Sender<Outgoing>,
+    outbound: OutboundSender,
     queue_capacity: usize,
     memberships: Mutex<HashMap<String, Membership>>,
     closing: CancellationToken,
@@ -133,8 +132,8 @@ impl Connection {
         connection_id: String,
         principal: Principal,
         queue_capacity: usize,
-    ) -> (Self, mpsc::Receiver<Outgoing>) {
-        let (outbound, receiver) = mpsc::channel(queue_capacity);
+    ) -> (Self, OutboundReceiver) {
+        let (outbound, receiver) = outbound_queue(queue_capacity);
         let connection = Self {
             key,
             connection_id,
@@ -188,13 +187,13 @@ impl Connection {
     }
 
     fn enqueue(&self, outgoing: Outgoing) -> bool {
-        match self.outbound.try_send(outgoing) {
+        match self.outbound.push(outgoing) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 self.close_slow_consumer();
                 false
             }
-            Err(TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 
@@ -436,7 +435,7 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
-    fn connection(capacity: usize) -> (Connection, mpsc::Receiver<Outgoing>) {
+    fn connection(capacity: usize) -> (Connection, OutboundReceiver) {
         let principal = Principal::new(Uuid::nil(), Uuid::nil());
         Connection::new(1, "c1".to_owned(), principal, capacity)
     }
@@ -460,9 +459,9 @@ mod tests {
         event
     }
 
-    fn drain(receiver: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+    fn drain(receiver: &mut OutboundReceiver) -> Vec<String> {
         let mut frames = Vec::new();
-        while let Ok(outgoing) = receiver.try_recv() {
+        while let Some(outgoing) = receiver.try_recv() {
             let frame = outgoing.frame;
             let Frame::Text(text) = frame else {
                 panic!("expected a text frame, got {frame:?}");

@@ -99,6 +99,7 @@ mod negotiate;
 mod outbound;
 mod presence;
 mod protocol;
+mod queue;
 mod resume;
 mod session;
 mod settings;

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::connection::{Connection, Frame, Outgoing};
 use crate::protocol::encode_handshake_response;
+use crate::queue::OutboundReceiver;
 
 pub(crate) struct OutboundPump {
-    outbound: mpsc::Receiver<Outgoing>,
+    outbound: OutboundReceiver,
     connection: Arc<Connection>,
     /// `None` for long polling, where each poll request shows that the client is alive.
     keep_alive: Option<Duration>,
@@ -22,7 +22,7 @@ pub(crate) struct OutboundPump {
 
 impl OutboundPump {
     pub fn new(
-        outbound: mpsc::Receiver<Outgoing>,
+        outbound: OutboundReceiver,
         connection: Arc<Connection>,
         keep_alive: Option<Duration>,
     ) -> Self {
@@ -48,10 +48,7 @@ impl OutboundPump {
         let frame = tokio::select! {
             biased;
             () = self.connection.closed() => return self.finish(),
-            frame = self.outbound.recv() => match frame {
-                Some(frame) => frame,
-                None => return self.finish(),
-            },
+            frame = self.outbound.recv() => frame,
             () = sleep_until(ping_at.unwrap_or_else(Instant::now)), if ping_at.is_some() => {
                 control(self.connection.protocol().ping())
             }
@@ -68,7 +65,7 @@ impl OutboundPump {
         if self.connection.is_closing() {
             return self.finish();
         }
-        let frame = self.outbound.try_recv().ok()?;
+        let frame = self.outbound.try_recv()?;
         self.reset_ping();
         Some(frame)
     }

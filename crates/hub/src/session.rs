@@ -67,8 +67,10 @@ type WebSocketSink = SplitSink<WebSocket, Message>;
 /// the client timeout. The new sending half goes to the writer through `sinks`.
 pub(crate) struct WebSocketInbound {
     stream: Option<SplitStream<WebSocket>>,
+    /// Both present only when the connection negotiated stateful reconnect, so that other
+    /// connections do not pay for the channels.
     reconnects: Option<mpsc::Receiver<WebSocket>>,
-    sinks: mpsc::Sender<WebSocketSink>,
+    sinks: Option<mpsc::Sender<WebSocketSink>>,
 }
 
 impl WebSocketInbound {
@@ -112,7 +114,9 @@ impl WebSocketInbound {
         tracing::info!("hub client reconnected its WebSocket");
         let (sink, stream) = socket.split();
         self.stream = Some(stream);
-        let _ = self.sinks.send(sink).await;
+        if let Some(sinks) = &self.sinks {
+            let _ = sinks.send(sink).await;
+        }
     }
 }
 
@@ -181,7 +185,12 @@ pub(crate) async fn run_websocket(
     };
 
     let (sink, stream) = socket.split();
-    let (sinks, new_sinks) = mpsc::channel(1);
+    let (sinks, new_sinks) = if session.reconnects.is_some() {
+        let (sinks, new_sinks) = mpsc::channel(1);
+        (Some(sinks), Some(new_sinks))
+    } else {
+        (None, None)
+    };
     let pump = OutboundPump::new(
         outbound,
         Arc::clone(&connection),
@@ -246,7 +255,16 @@ pub(crate) async fn run(
     mut inbound: Inbound,
     binary_transport: bool,
 ) {
-    let handshake = accept_handshake(shared, connection, &mut inbound, binary_transport).await;
+    // The handshake and message handling are boxed: an async function's future is as large
+    // as its largest await point, and these would otherwise size every idle connection's
+    // task for the rare moment a join waits on the database.
+    let handshake = Box::pin(accept_handshake(
+        shared,
+        connection,
+        &mut inbound,
+        binary_transport,
+    ))
+    .await;
     if let Some(leftover) = handshake {
         let mut reader =
             MessageReader::new(connection.protocol(), shared.settings.max_message_size);
@@ -255,7 +273,7 @@ pub(crate) async fn run(
             protocol = connection.protocol().name(),
             "hub connection opened"
         );
-        if handle_data(shared, connection, &mut reader, &leftover).await {
+        if Box::pin(handle_data(shared, connection, &mut reader, &leftover)).await {
             read_loop(shared, connection, inbound, reader).await;
         }
     }
@@ -409,7 +427,7 @@ async fn read_loop(
             protocol_error(connection, &error);
             return;
         }
-        if !handle_data(shared, connection, &mut reader, &bytes).await {
+        if !Box::pin(handle_data(shared, connection, &mut reader, &bytes)).await {
             return;
         }
     }
@@ -601,20 +619,20 @@ fn protocol_error(connection: &Connection, error: &str) {
 /// id, sends the unacknowledged frames again and goes on.
 async fn write_websocket(
     sink: WebSocketSink,
-    mut new_sinks: mpsc::Receiver<WebSocketSink>,
+    mut new_sinks: Option<mpsc::Receiver<WebSocketSink>>,
     mut pump: OutboundPump,
     connection: Arc<Connection>,
 ) {
     let mut sink = Some(sink);
     // The reader drops its end when the session ends, and a closed channel must not win
     // every `select!` below.
-    let mut sinks_open = true;
+    let mut sinks_open = new_sinks.is_some();
     loop {
         let Some(current) = sink.as_mut() else {
             tokio::select! {
                 () = connection.closed() => return,
-                new_sink = new_sinks.recv() => match new_sink {
-                    Some(new_sink) => sink = resend(new_sink, &connection).await,
+                new_sink = next_sink(&mut new_sinks) => match new_sink {
+                    Some(new_sink) => sink = Box::pin(resend(new_sink, &connection)).await,
                     None => return,
                 },
             }
@@ -623,9 +641,9 @@ async fn write_websocket(
 
         let outgoing = tokio::select! {
             biased;
-            new_sink = new_sinks.recv(), if sinks_open => {
+            new_sink = next_sink(&mut new_sinks), if sinks_open => {
                 match new_sink {
-                    Some(new_sink) => sink = resend(new_sink, &connection).await,
+                    Some(new_sink) => sink = Box::pin(resend(new_sink, &connection)).await,
                     None => sinks_open = false,
                 }
                 continue;
@@ -646,12 +664,19 @@ async fn write_websocket(
     }
 
     if let Some(mut sink) = sink {
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: close_code::NORMAL,
-                reason: Utf8Bytes::default(),
-            })))
-            .await;
+        let close = Message::Close(Some(CloseFrame {
+            code: close_code::NORMAL,
+            reason: Utf8Bytes::default(),
+        }));
+        let _ = Box::pin(sink.send(close)).await;
+    }
+}
+
+/// Waits for the socket of a stateful reconnect, or forever on a connection without one.
+async fn next_sink(new_sinks: &mut Option<mpsc::Receiver<WebSocketSink>>) -> Option<WebSocketSink> {
+    match new_sinks {
+        Some(new_sinks) => new_sinks.recv().await,
+        None => std::future::pending().await,
     }
 }
 
