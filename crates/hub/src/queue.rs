@@ -1,9 +1,8 @@
 //! The bounded queue of frames waiting to be written to one connection.
 //!
-//! A hub node holds thousands of mostly idle connections, so the queue allocates nothing
-//! while empty and gives back a burst's memory once drained. A tokio `mpsc` channel
-//! allocates a block of 32 slots when it is created, which was over 1.5 KiB per idle
-//! connection.
+//! A hub node serves thousands of mostly idle connections, so the queue allocates nothing
+//! while empty and frees a burst's memory once drained. A tokio `mpsc` channel allocates a
+//! block of 32 slots when it is created, over 1.5 KiB per idle connection here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,19 +16,19 @@ use crate::connection::Outgoing;
 /// releases its buffer, so an idle connection does not keep its busiest moment's memory.
 const RETAINED_CAPACITY: usize = 8;
 
-/// Why a frame was not queued.
+/// The reason a frame was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PushError {
-    /// The queue holds its capacity: the client reads too slowly.
+    /// The queue is at capacity because the client reads too slowly.
     Full,
-    /// The receiving side is gone, so nobody will write the frame.
+    /// The receiving side was dropped, so no transport will write the frame.
     Closed,
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the receiver after a push. `Notify` keeps one permit when nobody waits, so a
-    /// push between the receiver's check and its wait is not missed.
+    /// Wakes the receiver after a push. `Notify` stores one permit when no task is waiting,
+    /// so a push between the receiver's check and its wait is not missed.
     ready: Notify,
     capacity: usize,
 }
@@ -49,7 +48,7 @@ pub(crate) struct OutboundReceiver {
     shared: Arc<Shared>,
 }
 
-/// Creates a queue that holds at most `capacity` frames.
+/// Creates a queue of at most `capacity` frames.
 pub(crate) fn outbound_queue(capacity: usize) -> (OutboundSender, OutboundReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
