@@ -22,6 +22,10 @@ pub struct Principal {
     /// to compare with the current one in [`crate::Hub::close_user_where`]. Zero when the
     /// backend has no such version.
     pub revocation_version: i64,
+    /// The browser session whose cookie authenticated the connection, so the application
+    /// can close it with [`crate::Hub::close_where`] when that one session ends. `None`
+    /// for bearer tokens.
+    pub browser_session_id: Option<Uuid>,
 }
 
 impl PartialEq for Principal {
@@ -40,6 +44,7 @@ impl Principal {
             tenant_id,
             expires_at: None,
             revocation_version: 0,
+            browser_session_id: None,
         }
     }
 

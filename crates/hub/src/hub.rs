@@ -172,19 +172,30 @@ impl Hub {
         reason: CloseReason,
         should_close: impl Fn(&Principal) -> bool,
     ) -> usize {
+        self.close_where(reason, |principal| {
+            principal.user_id == user_id && should_close(principal)
+        })
+    }
+
+    /// Closes every connection in this process whose principal matches `should_close`,
+    /// with the `Close` message of `reason`. Returns how many it closed.
+    pub fn close_where(
+        &self,
+        reason: CloseReason,
+        should_close: impl Fn(&Principal) -> bool,
+    ) -> usize {
         let connections: Vec<_> = self
             .shared
             .connections
             .read()
             .values()
-            .filter(|connection| connection.principal.user_id == user_id)
             .filter(|connection| should_close(&connection.principal))
             .cloned()
             .collect();
         for connection in &connections {
             tracing::info!(
                 connection_id = %connection.connection_id,
-                %user_id,
+                user_id = %connection.principal.user_id,
                 reason = reason.description(),
                 "closing hub connection"
             );
@@ -197,6 +208,20 @@ impl Hub {
     /// `reason`. Returns how many it closed.
     pub fn close_user(&self, user_id: Uuid, reason: CloseReason) -> usize {
         self.close_user_where(user_id, reason, |_| true)
+    }
+
+    /// Distinct browser sessions that authenticated an open connection in this process.
+    pub fn connected_browser_sessions(&self) -> Vec<Uuid> {
+        let mut sessions: Vec<Uuid> = self
+            .shared
+            .connections
+            .read()
+            .values()
+            .filter_map(|connection| connection.principal.browser_session_id)
+            .collect();
+        sessions.sort_unstable();
+        sessions.dedup();
+        sessions
     }
 
     /// Distinct users with at least one open connection in this process.

@@ -22,6 +22,9 @@ use crate::StoreError;
 /// The channel the access triggers notify, with the user id as payload.
 pub const CHANNEL: &str = "tasklane_access";
 
+/// Prefix of the channel's payload for a revoked browser session, followed by its id.
+const SESSION_PAYLOAD_PREFIX: &str = "session:";
+
 /// Entries kept before the cache is emptied and refilled; bounds memory, not correctness.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -59,6 +62,9 @@ pub enum AccessChange {
     /// Any user's access may have changed, for example while the listener was
     /// reconnecting.
     All,
+    /// The browser session with this id was revoked. The user's other sessions and their
+    /// cached access are unchanged.
+    BrowserSessionRevoked(Uuid),
 }
 
 #[derive(Clone)]
@@ -173,16 +179,7 @@ impl AccessCache {
         tracing::debug!(channel = CHANNEL, "access cache listening");
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => match notification.payload().parse::<Uuid>() {
-                    Ok(user_id) => self.invalidate(user_id),
-                    Err(_) => {
-                        tracing::warn!(
-                            payload = notification.payload(),
-                            "access notification is not a user id"
-                        );
-                        self.invalidate_all();
-                    }
-                },
+                Ok(Some(notification)) => self.apply(notification.payload()),
                 Ok(None) => {
                     tracing::warn!("access cache listener lost its connection, reconnecting");
                     break;
@@ -194,6 +191,30 @@ impl AccessCache {
             }
         }
         self.stop_caching();
+    }
+
+    /// Acts on one notification: a user id, or `session:{id}` for a revoked browser
+    /// session.
+    fn apply(&self, payload: &str) {
+        if let Some(session_id) = payload.strip_prefix(SESSION_PAYLOAD_PREFIX) {
+            match session_id.parse::<Uuid>() {
+                Ok(session_id) => {
+                    let _ = self
+                        .inner
+                        .changes
+                        .send(AccessChange::BrowserSessionRevoked(session_id));
+                }
+                Err(_) => tracing::warn!(payload, "access notification has an invalid session id"),
+            }
+            return;
+        }
+        match payload.parse::<Uuid>() {
+            Ok(user_id) => self.invalidate(user_id),
+            Err(_) => {
+                tracing::warn!(payload, "access notification is not a user id");
+                self.invalidate_all();
+            }
+        }
     }
 
     fn stop_caching(&self) {

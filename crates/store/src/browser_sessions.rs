@@ -109,6 +109,19 @@ pub async fn find_active(
     Ok(row)
 }
 
+/// Returns which of `ids` name sessions that are neither revoked nor expired.
+pub async fn active_among(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
+    let active = sqlx::query_scalar::<_, Uuid>(
+        "select id from browser_sessions
+         where id = any($1) and revoked_at is null
+           and idle_expires_at > now() and expires_at > now()",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(active)
+}
+
 /// Records use of an active session and moves its idle timeout `idle_ttl` ahead, never
 /// past the absolute lifetime. Returns the updated session, or `None` when it was revoked
 /// or has expired meanwhile.

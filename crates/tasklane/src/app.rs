@@ -145,6 +145,7 @@ impl Application {
             let enforce = crate::hub_access::enforce_access_changes(
                 hub.clone(),
                 access.clone(),
+                pool.clone(),
                 cancel.clone(),
             );
             tasks.spawn(enforce);

@@ -1,17 +1,25 @@
 //! Closes live hub connections whose access ended: the user was disabled, lost the
 //! membership of the connection's tenant, or had their sessions revoked (logout from
-//! every device, a password change). Driven by the access cache's PostgreSQL
-//! notifications, so every node acts on a change as soon as it commits.
+//! every device, a password change), or the browser session whose cookie opened the
+//! connection ended. Driven by the access cache's PostgreSQL notifications, so every node
+//! acts on a change as soon as it commits.
 
+use sqlx::PgPool;
 use tasklane_hub::{CloseReason, Hub, Principal};
 use tasklane_store::access_cache::{AccessCache, AccessChange, UserAccess};
+use tasklane_store::browser_sessions;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Rechecks the connections of every user whose access changes until `shutdown` is
 /// cancelled.
-pub async fn enforce_access_changes(hub: Hub, access: AccessCache, shutdown: CancellationToken) {
+pub async fn enforce_access_changes(
+    hub: Hub,
+    access: AccessCache,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) {
     let mut changes = access.subscribe();
     loop {
         let change = tokio::select! {
@@ -20,22 +28,60 @@ pub async fn enforce_access_changes(hub: Hub, access: AccessCache, shutdown: Can
         };
         match change {
             Ok(AccessChange::User(user_id)) => recheck_user(&hub, &access, user_id).await,
-            Ok(AccessChange::All) => recheck_everyone(&hub, &access).await,
+            Ok(AccessChange::All) => recheck_everyone(&hub, &access, &pool).await,
+            Ok(AccessChange::BrowserSessionRevoked(session_id)) => {
+                close_browser_session(&hub, session_id);
+            }
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,
                     "access changes were missed, rechecking every hub user"
                 );
-                recheck_everyone(&hub, &access).await;
+                recheck_everyone(&hub, &access, &pool).await;
             }
             Err(RecvError::Closed) => return,
         }
     }
 }
 
-async fn recheck_everyone(hub: &Hub, access: &AccessCache) {
+/// Rechecks every connected user, and every browser session behind a connection, because
+/// notifications may have been lost.
+async fn recheck_everyone(hub: &Hub, access: &AccessCache, pool: &PgPool) {
     for user_id in hub.connected_users() {
         recheck_user(hub, access, user_id).await;
+    }
+    recheck_browser_sessions(hub, pool).await;
+}
+
+/// Closes the connections opened with the cookie of a browser session that ended.
+fn close_browser_session(hub: &Hub, session_id: Uuid) {
+    let closed = hub.close_where(CloseReason::AccessRevoked, |principal| {
+        principal.browser_session_id == Some(session_id)
+    });
+    if closed > 0 {
+        tracing::info!(%session_id, closed, "closed hub connections of a revoked browser session");
+    }
+}
+
+/// Closes the connections of browser sessions that PostgreSQL no longer has as active.
+async fn recheck_browser_sessions(hub: &Hub, pool: &PgPool) {
+    let connected = hub.connected_browser_sessions();
+    if connected.is_empty() {
+        return;
+    }
+    let active = match browser_sessions::active_among(pool, &connected).await {
+        Ok(active) => active,
+        Err(error) => {
+            // NOTE: the connections stay open until their session's next notification or
+            // its absolute expiry.
+            tracing::error!(%error, sessions = connected.len(), "reading browser sessions failed, hub connections not rechecked");
+            return;
+        }
+    };
+    for session_id in connected {
+        if !active.contains(&session_id) {
+            close_browser_session(hub, session_id);
+        }
     }
 }
 

@@ -64,17 +64,15 @@ impl HubBackend for StoreHubBackend {
                     .ok()
                     .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds)),
                 revocation_version: claims.ver,
+                browser_session_id: None,
             }),
             None => Err(AuthRejected::new("not a member of the token's tenant")),
         }
     }
 
     /// Accepts the session cookie only from an allowed `Origin`, because browsers attach
-    /// cookies to WebSocket and fetch requests that pages of other sites start.
-    ///
-    /// NOTE: a connection is closed when the user's revocation version rises (logout-all,
-    /// password change, lost access). Revoking one browser session does not close the
-    /// connections it opened, which end at the session's absolute expiry.
+    /// cookies to WebSocket and fetch requests that pages of other sites start. The
+    /// principal names the session, so revoking it closes the connections it opened.
     async fn authenticate_cookie(&self, headers: &HeaderMap) -> Result<Principal, CookieRejected> {
         let origin = headers
             .get(header::ORIGIN)
@@ -105,6 +103,7 @@ impl HubBackend for StoreHubBackend {
                 .ok()
                 .map(|seconds| UNIX_EPOCH + Duration::from_secs(seconds)),
             revocation_version: session.revocation_version,
+            browser_session_id: Some(session.session_id),
         })
     }
 

@@ -785,6 +785,93 @@ async fn hub_accepts_cookie_from_allowed_origin() {
     app.stop().await;
 }
 
+type HubSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Negotiates and opens a hub WebSocket with the session cookie, and completes the JSON
+/// protocol handshake.
+async fn open_cookie_hub(app: &TestApp, session: &BrowserSession) -> HubSocket {
+    let negotiated = negotiate_with_cookie(app, session, Some(ALLOWED_ORIGIN)).await;
+    assert_eq!(negotiated.status(), 200);
+    let negotiated: Value = negotiated.json().await.unwrap();
+    let connection_token = negotiated["connectionToken"].as_str().unwrap();
+    let ws_url = format!(
+        "{}?id={connection_token}",
+        app.hub_url().replacen("http://", "ws://", 1)
+    );
+    let mut upgrade = ws_url.as_str().into_client_request().unwrap();
+    let headers = upgrade.headers_mut();
+    headers.insert(COOKIE, session.cookie_header().parse().unwrap());
+    headers.insert(ORIGIN, ALLOWED_ORIGIN.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(upgrade).await.unwrap();
+    socket
+        .send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+        .await
+        .unwrap();
+    let reply = next_hub_record(&mut socket).await;
+    assert_eq!(reply, json!({}), "handshake response");
+    socket
+}
+
+/// Returns the next hub message other than a ping or a presence update, or `Null` when
+/// the socket ended.
+async fn next_hub_record(socket: &mut HubSocket) -> Value {
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("a hub message within 10 s");
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Value::Null,
+            Some(Ok(_)) => continue,
+        };
+        let record = text.as_str().trim_end_matches('\u{1e}');
+        let value: Value = serde_json::from_str(record).unwrap();
+        let presence = value["type"] == 1 && value["target"] == "onlineUsers";
+        if value["type"] != 6 && !presence {
+            return value;
+        }
+    }
+}
+
+// ASVS 7.4.1: revoking one browser session closes the hub connections its cookie opened,
+// for good, and leaves the user's other sessions connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_session_closes_its_hub_connections() {
+    let app = TestApp::spawn().await;
+    let person = register(&app, "HubRevoke").await;
+    let revoked_session = start_session(&app, &person).await;
+    let other_session = start_session(&app, &person).await;
+    let mut revoked_socket = open_cookie_hub(&app, &revoked_session).await;
+    let mut other_socket = open_cookie_hub(&app, &other_session).await;
+
+    let path = format!("/api/v1/auth/sessions/{}", revoked_session.id());
+    let response = trusted_write(&app, reqwest::Method::DELETE, &other_session, &path, None).await;
+    assert_eq!(response.status(), 204);
+
+    let close = next_hub_record(&mut revoked_socket).await;
+    assert_eq!(close["type"], 7, "a Close message: {close}");
+    // The protocol leaves `allowReconnect` out when it is false.
+    assert_ne!(close["allowReconnect"], true, "{close}");
+    assert!(
+        close["error"].as_str().unwrap().contains("revoked"),
+        "{close}"
+    );
+    other_socket
+        .send(Message::text(
+            "{\"type\":1,\"invocationId\":\"1\",\"target\":\"OnlineUsers\",\"arguments\":[]}\u{1e}",
+        ))
+        .await
+        .unwrap();
+    let completion = next_hub_record(&mut other_socket).await;
+    assert_eq!(
+        completion["type"], 3,
+        "the other session's connection still answers: {completion}"
+    );
+    assert_eq!(completion["invocationId"], "1", "{completion}");
+    app.stop().await;
+}
+
 // A retried cookie write with the same Idempotency-Key gets the stored response, and a
 // request that fails the CSRF checks gets no replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
