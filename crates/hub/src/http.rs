@@ -193,16 +193,16 @@ async fn connect(
     let principal = match authenticate(&shared, &headers, query.access_token.as_deref()).await {
         Ok(principal) => principal,
         Err(response) => {
-            let closing = match (&upgrade, query.id.as_deref()) {
+            let long_polling = match (&upgrade, query.id.as_deref()) {
                 (Err(_), Some(token)) if !accepts_event_stream(&headers) => {
-                    shared.negotiations.closing_long_polling_connection(token)
+                    shared.negotiations.long_polling_connection(token)
                 }
                 _ => None,
             };
-            return match closing {
+            return match long_polling {
                 // Revoking access closes the connection and also rejects the token, so
                 // without this the `Close` message would never reach the client.
-                Some(http) => http_transport::poll(&shared, http, false).await,
+                Some(http) => http_transport::poll_final_frame(&shared, http, response).await,
                 None => response,
             };
         }

@@ -29,6 +29,15 @@ use crate::session::{self, connection_span, Cleanup, Inbound, InboundEvent, CLOS
 /// Capacity, in request bodies, of the queue between `POST` handlers and the session.
 const INBOUND_CAPACITY: usize = 16;
 
+/// How long a poll whose credential was rejected waits for its connection to close.
+///
+/// Revoking access rejects the credential as soon as the change commits, but the hub
+/// closes the connection only when the application learns of the change (in Tasklane, from
+/// a PostgreSQL notification and one more query). Without the wait, a poll sent in between
+/// ends with 401 and the client reconnects instead of reading the `Close` message. The
+/// value is an estimate with a wide margin, not a measured bound on that delay.
+const REJECTED_POLL_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum HttpTransportKind {
     ServerSentEvents,
@@ -331,6 +340,24 @@ pub(crate) async fn poll(
     let response = wait_for_frames(shared, &http, &cancel).await;
     http.end_poll(id);
     response
+}
+
+/// Handles a long polling request whose credential was rejected: once the connection
+/// closes it returns the final frame, and if the connection is still open after
+/// [`REJECTED_POLL_WAIT`] it returns `rejected`. The request never receives other frames,
+/// because a closed connection's queued frames are dropped.
+pub(crate) async fn poll_final_frame(
+    shared: &HubShared,
+    http: Arc<HttpConnection>,
+    rejected: Response,
+) -> Response {
+    if timeout(REJECTED_POLL_WAIT, http.connection.closed())
+        .await
+        .is_err()
+    {
+        return rejected;
+    }
+    poll(shared, http, false).await
 }
 
 async fn wait_for_frames(

@@ -185,19 +185,17 @@ impl Negotiations {
         }
     }
 
-    /// Returns the token's long polling connection if it is closing, without checking the
-    /// caller.
+    /// Returns the token's long polling connection without checking the caller, for a poll
+    /// whose credential was rejected.
     ///
     /// A client whose access was just revoked polls for the `Close` message with a bearer
     /// token that no longer authenticates. The secret connection token is enough for that
-    /// poll, because the final frame reveals only why the connection closed.
-    pub fn closing_long_polling_connection(&self, token: &str) -> Option<Arc<HttpConnection>> {
+    /// poll, because it receives only the final frame, which reveals why the connection
+    /// closed (see [`crate::http_transport::poll_final_frame`]).
+    pub fn long_polling_connection(&self, token: &str) -> Option<Arc<HttpConnection>> {
         let by_token = self.by_token.lock();
         match &by_token.get(token)?.binding {
-            Binding::Http(connection)
-                if connection.kind == HttpTransportKind::LongPolling
-                    && connection.connection.is_closing() =>
-            {
+            Binding::Http(connection) if connection.kind == HttpTransportKind::LongPolling => {
                 Some(Arc::clone(connection))
             }
             _ => None,

@@ -298,21 +298,33 @@ async fn shutdown_sends_close_to_waiting_poll() {
     );
 }
 
+/// Returns a client of the same connection whose bearer token no longer authenticates.
+fn revoked_client<'a>(client: &LongPollClient<'a>) -> LongPollClient<'a> {
+    LongPollClient {
+        server: client.server,
+        token: "revoked-token".to_owned(),
+        connection_token: client.connection_token.clone(),
+    }
+}
+
+/// Checks that `body` is exactly one `Close` message that forbids reconnecting because
+/// access was revoked.
+fn assert_access_revoked_close(body: &str) {
+    let close = records(body);
+    assert_eq!(close.len(), 1, "{body}");
+    assert_eq!(close[0]["type"], 7);
+    assert_ne!(close[0]["allowReconnect"], true, "{body}");
+    let error = close[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("access revoked"), "{body}");
+}
+
 #[tokio::test]
 async fn revoked_client_still_polls_its_close() {
     let server = TestServer::start().await;
     let user = principal();
     let client = LongPollClient::connect(&server, &user).await;
     server.wait_for_connections(1).await;
-    // The same connection, polled with a bearer token that no longer authenticates.
-    let revoked = LongPollClient {
-        server: &server,
-        token: "revoked-token".to_owned(),
-        connection_token: client.connection_token.clone(),
-    };
-
-    let (status, _) = revoked.poll().await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "an open connection");
+    let revoked = revoked_client(&client);
 
     assert_eq!(
         server
@@ -321,18 +333,55 @@ async fn revoked_client_still_polls_its_close() {
         1
     );
     let (status, body) = revoked.poll().await;
+
     assert_eq!(status, StatusCode::OK, "poll after the close: {body}");
-    let close = records(&body);
-    assert_eq!(close.len(), 1, "{body}");
-    assert_eq!(close[0]["type"], 7);
-    assert_ne!(close[0]["allowReconnect"], true, "{body}");
-    let error = close[0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("access revoked"), "{body}");
+    assert_access_revoked_close(&body);
     assert_eq!(
         revoked.post("{}\u{1e}").await,
         StatusCode::UNAUTHORIZED,
         "only the final poll skips authentication"
     );
+}
+
+#[tokio::test]
+async fn revoked_poll_before_close_gets_close() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let client = LongPollClient::connect(&server, &user).await;
+    server.wait_for_connections(1).await;
+    let revoked = revoked_client(&client);
+
+    // The credential is rejected before the hub closes the connection, as when the
+    // revocation commits before its notification reaches the hub.
+    let ((status, body), closed) = tokio::join!(revoked.poll(), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server
+            .hub
+            .close_user(user.user_id, CloseReason::AccessRevoked)
+    });
+
+    assert_eq!(closed, 1);
+    assert_eq!(status, StatusCode::OK, "poll before the close: {body}");
+    assert_access_revoked_close(&body);
+}
+
+#[tokio::test]
+async fn revoked_poll_of_open_connection_is_401() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let client = LongPollClient::connect(&server, &user).await;
+    server.wait_for_connections(1).await;
+    let revoked = revoked_client(&client);
+
+    let ((status, body), ()) = tokio::join!(revoked.poll(), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.publish(&user.user_group(), 1, "notification");
+    });
+    let messages = client.poll_messages().await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(messages.len(), 1, "the rejected poll took no message");
+    assert_eq!(messages[0]["arguments"][0]["seq"], 1);
 }
 
 #[tokio::test]

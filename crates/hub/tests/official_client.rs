@@ -6,10 +6,11 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
 
 use common::{principal, token_for, TestServer, WAIT};
 use serde_json::{json, Value};
-use tasklane_hub::{HubMessage, Principal};
+use tasklane_hub::{CloseReason, HubMessage, Principal};
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use uuid::Uuid;
@@ -337,6 +338,50 @@ async fn sees_shutdown_close(transport: &str) {
     let status = client.wait().await;
 
     assert_eq!(event, json!({"event": "closed", "error": null}));
+    assert_eq!(status.code(), Some(1));
+}
+
+// Revoking access rejects the client's credential before the hub closes its connection.
+// A long polling client that polls in between must still end with the `Close` message
+// instead of reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_client_revoked_before_close() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let args = [
+        "--transport".to_owned(),
+        "longpolling".to_owned(),
+        "--auto-reconnect".to_owned(),
+    ];
+    let mut client = NodeClient::spawn(&server.http_url(), &token_for(&user), &args).await;
+    client.events_until("ready").await;
+
+    server.backend.revoke(user.user_id);
+    // The message ends the waiting poll, so the client polls again with a rejected token.
+    publish_sentinel(&server, &user, 1);
+    let received = client.next_event().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = server
+        .hub
+        .close_user(user.user_id, CloseReason::AccessRevoked);
+    let mut before_close = Vec::new();
+    let close_event = loop {
+        let event = client.next_event().await;
+        if event["event"] == "closed" {
+            break event;
+        }
+        before_close.push(event);
+    };
+    let status = client.wait().await;
+
+    assert_eq!(received["event"], "message", "{received}");
+    assert_eq!(closed, 1);
+    assert!(
+        before_close.is_empty(),
+        "events before the close: {before_close:?}"
+    );
+    let error = close_event["error"].as_str().unwrap_or_default();
+    assert!(error.contains("access revoked"), "{close_event}");
     assert_eq!(status.code(), Some(1));
 }
 

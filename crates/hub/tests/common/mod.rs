@@ -83,6 +83,8 @@ pub struct TestBackend {
     catch_up_gates: Mutex<HashMap<String, Gate>>,
     failing: Mutex<Vec<Uuid>>,
     history: Mutex<HashMap<String, Vec<HubMessage>>>,
+    /// Users whose tokens no longer authenticate.
+    revoked: Mutex<Vec<Uuid>>,
 }
 
 impl TestBackend {
@@ -119,6 +121,12 @@ impl TestBackend {
         };
         self.gates.lock().insert(task_id, gate);
         (started_rx, release_tx)
+    }
+
+    /// Rejects every token of `user_id` from now on, as revoking a user's access does
+    /// before the hub closes their connections.
+    pub fn revoke(&self, user_id: Uuid) {
+        self.revoked.lock().push(user_id);
     }
 
     /// Makes joins of `task_id` fail with an internal error.
@@ -158,7 +166,12 @@ impl TestBackend {
 #[async_trait::async_trait]
 impl HubBackend for TestBackend {
     async fn authenticate(&self, bearer_token: &str) -> Result<Principal, AuthRejected> {
-        parse_token(bearer_token).ok_or_else(|| AuthRejected::new("unknown test token"))
+        let principal =
+            parse_token(bearer_token).ok_or_else(|| AuthRejected::new("unknown test token"))?;
+        if self.revoked.lock().contains(&principal.user_id) {
+            return Err(AuthRejected::new("revoked test token"));
+        }
+        Ok(principal)
     }
 
     async fn join(
