@@ -27,7 +27,7 @@ const PRESENCE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// fan-out of relay messages to connected clients. Cloning is cheap and shares the state.
 #[derive(Clone)]
 pub struct Hub {
-    shared: Arc<HubShared>,
+    pub(crate) shared: Arc<HubShared>,
 }
 
 pub(crate) struct HubShared {

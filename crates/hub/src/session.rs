@@ -76,28 +76,33 @@ pub(crate) struct WebSocketInbound {
 impl WebSocketInbound {
     async fn next(&mut self, client_timeout: Duration) -> InboundEvent {
         loop {
+            // A new WebSocket is only ever kept boxed here. A value kept across an await is
+            // stored in this future, which every idle connection keeps as long as it lives;
+            // boxing cut this future from 1,168 to 232 bytes (debug build, measured with
+            // `size_of_val`).
             let Some(stream) = self.stream.as_mut() else {
-                match timeout(client_timeout, next_socket(&mut self.reconnects)).await {
-                    Err(_elapsed) => {
-                        tracing::info!("hub client did not reconnect in time");
-                        return InboundEvent::Ended;
-                    }
-                    Ok(None) => return InboundEvent::Ended,
-                    Ok(Some(socket)) => {
-                        self.attach(socket).await;
-                        continue;
-                    }
+                let reconnected = Box::pin(self.await_reconnect(client_timeout)).await;
+                if !reconnected {
+                    return InboundEvent::Ended;
                 }
+                continue;
             };
 
-            let read = tokio::select! {
-                socket = next_socket(&mut self.reconnects) => {
-                    if let Some(socket) = socket {
-                        self.attach(socket).await;
-                    }
+            let wake = tokio::select! {
+                socket = next_socket(&mut self.reconnects) => match socket {
+                    Some(socket) => Wake::Reconnected(Box::new(socket)),
+                    None => Wake::ReconnectsEnded,
+                },
+                read = timeout(client_timeout, stream.next()) => Wake::Read(read),
+            };
+            let read = match wake {
+                Wake::Read(read) => read,
+                Wake::Reconnected(socket) => {
+                    let attach = Box::pin(self.attach(*socket));
+                    attach.await;
                     continue;
                 }
-                read = timeout(client_timeout, stream.next()) => read,
+                Wake::ReconnectsEnded => continue,
             };
             let lost = matches!(read, Ok(None | Some(Err(_))));
             if lost && self.reconnects.is_some() {
@@ -106,6 +111,22 @@ impl WebSocketInbound {
                 continue;
             }
             return websocket_event(read);
+        }
+    }
+
+    /// Waits up to `client_timeout` for the client's next WebSocket and switches to it.
+    /// Returns false when none arrived.
+    async fn await_reconnect(&mut self, client_timeout: Duration) -> bool {
+        match timeout(client_timeout, next_socket(&mut self.reconnects)).await {
+            Err(_elapsed) => {
+                tracing::info!("hub client did not reconnect in time");
+                false
+            }
+            Ok(None) => false,
+            Ok(Some(socket)) => {
+                self.attach(socket).await;
+                true
+            }
         }
     }
 
@@ -118,6 +139,14 @@ impl WebSocketInbound {
             let _ = sinks.send(sink).await;
         }
     }
+}
+
+/// The event that ended a wait of [`WebSocketInbound::next`].
+enum Wake {
+    Read(WebSocketRead),
+    /// A new WebSocket, boxed so the waiting future does not reserve room for one.
+    Reconnected(Box<WebSocket>),
+    ReconnectsEnded,
 }
 
 /// Waits for a replacement WebSocket, or forever when the connection has no reconnects.
@@ -748,5 +777,58 @@ async fn finish_writer(mut writer: tokio::task::JoinHandle<()>) {
             tracing::debug!("hub connection writer did not finish in time, aborting it");
             writer.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{HubBackend, JoinError, JoinGrant, JoinTarget};
+    use crate::settings::HubSettings;
+    use crate::AuthRejected;
+    use uuid::Uuid;
+
+    /// Upper bound for the reading task's future of one WebSocket connection. A hub node
+    /// keeps one per connection for as long as the client stays, so a large await point
+    /// added to `run` shows up here rather than as memory per connection in production.
+    const MAX_IDLE_READER_FUTURE_BYTES: usize = 1024;
+
+    struct RejectingBackend;
+
+    #[async_trait::async_trait]
+    impl HubBackend for RejectingBackend {
+        async fn authenticate(&self, _bearer_token: &str) -> Result<Principal, AuthRejected> {
+            Err(AuthRejected::new("no tokens in this test"))
+        }
+
+        async fn join(
+            &self,
+            _principal: &Principal,
+            _target: JoinTarget,
+        ) -> Result<JoinGrant, JoinError> {
+            Err(JoinError::Forbidden)
+        }
+    }
+
+    #[test]
+    fn reader_future_stays_small() {
+        let hub = crate::Hub::new(Arc::new(RejectingBackend), HubSettings::default());
+        let shared = &hub.shared;
+        let principal = Principal::new(Uuid::nil(), Uuid::nil());
+        let (connection, _receiver) = Connection::new(1, "c1".to_owned(), principal, 8);
+        let connection = Arc::new(connection);
+        let inbound = Inbound::WebSocket(WebSocketInbound {
+            stream: None,
+            reconnects: None,
+            sinks: None,
+        });
+
+        let reader = run(shared, &connection, inbound, true);
+
+        let size = std::mem::size_of_val(&reader);
+        assert!(
+            size <= MAX_IDLE_READER_FUTURE_BYTES,
+            "the reader future takes {size} bytes"
+        );
     }
 }
