@@ -24,11 +24,12 @@ use crate::session;
 /// Highest negotiate protocol version this server speaks.
 const MAX_NEGOTIATE_VERSION: u32 = 1;
 
-/// Bytes that each WebSocket reads from its socket at a time. tungstenite 0.29 zero-fills
-/// this much per connection on the first read, and its 128 KiB default made an idle
-/// connection cost about 143 KiB of resident memory (scripts/bench-hub). Larger messages
-/// still arrive whole: the buffer grows to hold them.
-const WEBSOCKET_READ_BUFFER_SIZE: usize = 4 * 1024;
+/// Bytes that each WebSocket reads from its socket at a time. tungstenite 0.29 keeps this
+/// much allocated and zero-filled per connection for as long as it lives, and its 128 KiB
+/// default made an idle connection cost about 143 KiB of resident memory
+/// (scripts/bench-hub). Client messages are mostly invocations of a hundred-odd bytes, and
+/// larger ones still arrive whole: the buffer grows to hold them.
+const WEBSOCKET_READ_BUFFER_SIZE: usize = 512;
 
 pub(crate) fn router(shared: Arc<HubShared>) -> Router {
     let base = shared.settings.path.trim_end_matches('/').to_owned();
