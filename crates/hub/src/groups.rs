@@ -41,6 +41,11 @@ impl GroupRegistry {
         }
     }
 
+    /// Names of the groups with at least one member.
+    pub fn names(&self) -> Vec<String> {
+        self.groups.read().keys().cloned().collect()
+    }
+
     #[cfg(test)]
     pub fn group_count(&self) -> usize {
         self.groups.read().len()

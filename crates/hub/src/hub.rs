@@ -146,6 +146,14 @@ impl Hub {
         presence::run_heartbeat(presence, connections, interval, shutdown).await;
     }
 
+    /// Names of the groups with a presence set (task and tenant groups) that have members
+    /// in this process.
+    pub fn presence_groups(&self) -> Vec<String> {
+        let mut groups = self.shared.groups.names();
+        groups.retain(|group| presence::client_method(group).is_some());
+        groups
+    }
+
     /// Sends the current users of the presence set of `group` to this process's
     /// connections that have joined `group`: `viewers` for a task group, `onlineUsers`
     /// for a tenant group. Ignores other groups.

@@ -227,12 +227,12 @@ fn parse_change(payload: &str) -> Option<(&str, Vec<Uuid>)> {
 }
 
 /// Delivers the changes that `messages` receives to `hub`, then subscribes again after a
-/// lost connection, until `shutdown` is cancelled.
-///
-/// NOTE: a change published while the subscription is down is lost, so this node's
-/// clients keep an outdated list until the group's next change.
+/// lost connection, until `shutdown` is cancelled. A change published while the
+/// subscription was down is missed, so after subscribing again this node reads every
+/// presence set it has clients for and sends the lists anew.
 async fn run_subscriber(
     mut messages: Option<PresenceMessages>,
+    store: Arc<RedisPresence>,
     pool: PgPool,
     redis_url: String,
     channel: String,
@@ -253,9 +253,29 @@ async fn run_subscriber(
             () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
         }
         match subscribe(&redis_url, &channel).await {
-            Ok(stream) => messages = Some(stream),
+            Ok(stream) => {
+                messages = Some(stream);
+                resend_local_presence(&store, &hub).await;
+            }
             Err(error) => {
                 tracing::warn!(%error, %channel, "presence subscription failed, retrying");
+            }
+        }
+    }
+}
+
+/// Sends every presence set that this node has clients for to them again.
+async fn resend_local_presence(store: &RedisPresence, hub: &Hub) {
+    let groups = hub.presence_groups();
+    tracing::info!(
+        groups = groups.len(),
+        "presence subscription restored, resending presence lists"
+    );
+    for group in groups {
+        match store.users(&group).await {
+            Ok(users) => hub.dispatch_presence(&group, &users),
+            Err(error) => {
+                tracing::warn!(%error, %group, "reading presence failed, its list is resent at its next change");
             }
         }
     }
@@ -328,7 +348,8 @@ pub async fn start(
             return;
         }
     };
-    hub.set_presence(Arc::new(store));
+    let store = Arc::new(store);
+    hub.set_presence(Arc::clone(&store) as Arc<dyn PresenceStore>);
     let channel = namespace.redis_key(PRESENCE_CHANNEL);
     // Subscribing before the node serves clients means no change of its own is missed.
     let messages = match subscribe(redis_url, &channel).await {
@@ -340,6 +361,7 @@ pub async fn start(
     };
     tasks.spawn(run_subscriber(
         messages,
+        store,
         pool.clone(),
         redis_url.to_owned(),
         channel,

@@ -476,3 +476,48 @@ async fn prune_deletes_only_expired_messages() {
     assert_eq!(remaining, [3]);
     app.stop().await;
 }
+
+/// Returns whether `line` is a `viewers` message for `group` that lists `user_id`.
+fn viewers_include(line: &Value, group: &str, user_id: Uuid) -> bool {
+    let lists_user = line["envelope"]["users"].as_array().is_some_and(|users| {
+        users
+            .iter()
+            .any(|user| user["user_id"] == user_id.to_string())
+    });
+    line["event"] == "presence"
+        && line["method"] == "viewers"
+        && line["envelope"]["group"] == group
+        && lists_user
+}
+
+// A presence change published while a node's subscription is down never reaches that
+// node, so the node sends every list it has clients for again once it subscribes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_resent_after_subscription_loss() {
+    let redis = OwnRedis::start().await;
+    let app = TestApp::spawn_with_redis(&redis.url()).await;
+    let channel = format!("{}:hub:presence", app.prefix);
+    wait_for_subscribers(&redis.url(), &channel, 1).await;
+    let owner = app.register("Presence loss").await;
+    let colleague = app.add_member(&owner, "member").await;
+    let task = app.create_task(&owner, "watched").await;
+    let task_id: Uuid = task["id"].as_str().unwrap().parse().unwrap();
+    let group = format!("task:{task_id}");
+    let mut watcher = HubClient::connect(&app.hub_url(), &owner.token, &[task_id], &[]).await;
+
+    // The subscription comes back a second later, so the colleague's join is published
+    // while the node is not listening.
+    redis_cli(&redis.url(), &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    let colleague_client =
+        HubClient::connect(&app.hub_url(), &colleague.token, &[task_id], &[]).await;
+
+    watcher
+        .wait_for(
+            |line| viewers_include(line, &group, colleague.user_id),
+            WAIT,
+        )
+        .await;
+    colleague_client.stop().await;
+    watcher.stop().await;
+    app.stop().await;
+}
