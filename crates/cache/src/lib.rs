@@ -8,13 +8,32 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use tasklane_config::NamespaceSettings;
 use uuid::Uuid;
 
 /// How long job status and progress stay in Redis.
 pub const JOB_STATUS_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a connection attempt, or a command's response, may take before it fails.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Returns the settings of every long-lived Redis connection of the service.
+///
+/// A [`ConnectionManager`] makes each command wait for its reconnection after a lost
+/// connection. With the defaults of redis 0.32.7, that reconnection retries six times with
+/// delays of 1 s, then 60 s (plus jitter), so while Redis is down a command waits up to
+/// minutes, and once Redis is back the manager may not try again for a minute. Here a
+/// reconnection is one attempt of at most [`REDIS_TIMEOUT`], so a command fails within
+/// about twice that. Each failed command starts the next attempt, so the first command
+/// after Redis returns fails and reconnects, and the commands after it succeed.
+pub fn connection_manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_number_of_retries(0)
+        .set_connection_timeout(REDIS_TIMEOUT)
+        .set_response_timeout(REDIS_TIMEOUT)
+}
 
 /// A Redis connection that may be absent; callers never see Redis errors.
 #[derive(Clone)]
@@ -29,9 +48,9 @@ impl Cache {
     pub async fn connect(url: &str, namespace: NamespaceSettings) -> Self {
         let connection = match redis::Client::open(url) {
             Ok(client) => {
-                match tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new(client))
-                    .await
-                {
+                let connect =
+                    ConnectionManager::new_with_config(client, connection_manager_config());
+                match tokio::time::timeout(Duration::from_secs(3), connect).await {
                     Ok(Ok(connection)) => Some(connection),
                     Ok(Err(error)) => {
                         tracing::warn!(%error, "redis unreachable, running without the cache");

@@ -89,7 +89,9 @@ impl RedisPresence {
         settings: &PresenceSettings,
     ) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
-        let connection = ConnectionManager::new(client).await?;
+        let connection =
+            ConnectionManager::new_with_config(client, tasklane_cache::connection_manager_config())
+                .await?;
         Ok(Self {
             connection,
             pool,
@@ -124,12 +126,26 @@ impl RedisPresence {
         for member in members {
             command.arg(format!("{}/{}", member.user_id, member.connection_id));
         }
-        let mut connection = self.connection.clone();
-        command
-            .query_async::<i64>(&mut connection)
+        self.run_script::<i64>(&command)
             .await
             .map(|_| ())
             .map_err(|error| PresenceError(error.to_string()))
+    }
+
+    /// Runs `command`, and once more when it fails with a connection error. After Redis
+    /// comes back, the connection manager fails the first command with the error of its
+    /// last failed reconnection and only then connects again, which the second try waits
+    /// for. Both scripts may run twice: adding, removing or reading members again changes
+    /// nothing, and publishing a set twice sends the same list twice.
+    async fn run_script<T: redis::FromRedisValue>(
+        &self,
+        command: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        let mut connection = self.connection.clone();
+        match command.query_async(&mut connection).await {
+            Err(error) if error.is_io_error() => command.query_async(&mut connection).await,
+            result => result,
+        }
     }
 }
 
@@ -144,13 +160,14 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn users(&self, group: &str) -> Result<Vec<PresenceUser>, PresenceError> {
-        let mut connection = self.connection.clone();
-        let members: Vec<String> = redis::cmd("EVAL")
+        let mut command = redis::cmd("EVAL");
+        command
             .arg(MEMBERS_SCRIPT)
             .arg(1)
             .arg(self.key(group))
-            .arg(self.expiry_millis())
-            .query_async(&mut connection)
+            .arg(self.expiry_millis());
+        let members: Vec<String> = self
+            .run_script(&command)
             .await
             .map_err(|error| PresenceError(error.to_string()))?;
         let users = distinct_users(members.iter().map(String::as_str));

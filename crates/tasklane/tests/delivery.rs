@@ -9,16 +9,15 @@ use std::time::Duration;
 
 use common::{Account, HubClient, TestApp};
 use serde_json::{json, Value};
-use tasklane::hub_history::read_missed;
-use tasklane_cache::Cache;
-use tasklane_config::NamespaceSettings;
-use tasklane_hub::CatchUp;
 use tasklane_workers::relay::HUB_MESSAGE_RETENTION;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 /// Time allowed for the relay to record a message, or for a client to receive it.
 const WAIT: Duration = Duration::from_secs(20);
+
+/// Time allowed for a new hub client to connect, join and resume while Redis is down.
+const CONNECT_DURING_OUTAGE: Duration = Duration::from_secs(5);
 
 fn default_redis_url() -> String {
     std::env::var("TASKLANE_REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -365,10 +364,6 @@ async fn live_delivery_survives_redis_outage() {
     // The join then starts after the creation message, so every later one arrives live.
     wait_for_recorded(&app, &format!("task:{task_id}"), 1).await;
     let mut client = HubClient::connect(&app.hub_url(), &account.token, &[task_id], &[]).await;
-    let namespace = NamespaceSettings {
-        prefix: app.prefix.clone(),
-    };
-    let cache = Cache::connect(&redis.url(), namespace).await;
 
     for title in ["redis 1", "redis 2"] {
         rename_and_receive(&app, &account, task_id, &mut client, title).await;
@@ -377,32 +372,51 @@ async fn live_delivery_survives_redis_outage() {
     for title in ["postgres 1", "postgres 2", "postgres 3"] {
         rename_and_receive(&app, &account, task_id, &mut client, title).await;
     }
-    // A catch-up while Redis is down is served from PostgreSQL. It runs through a Redis
-    // connection opened before the outage, as the hub's is.
-    // NOTE: this calls the hub's catch-up directly, because a new hub connection did not
-    // become ready within 30 s while Redis was down.
+    // A client that connects while Redis is down negotiates without the owner registry
+    // and resumes from PostgreSQL, then gets the next message live.
     let group = format!("task:{task_id}");
-    let replayed = match read_missed(&app.pool, &cache, &group, 2, 500)
+    let connecting = tokio::time::Instant::now();
+    let args = resume_after(&group, 2);
+    let hub_url = app.hub_url();
+    let connect = HubClient::connect_with_args(&hub_url, &account.token, &args);
+    let mut resumer = tokio::time::timeout(CONNECT_DURING_OUTAGE, connect)
         .await
-        .unwrap()
-    {
-        CatchUp::Messages(messages) => messages,
-        CatchUp::Resync => panic!("catch-up of {group} asked for resync"),
-    };
-    let replayed: Vec<(i64, String)> = replayed
-        .iter()
-        .map(|message| {
-            (
-                message.seq,
-                message.data["title"].as_str().unwrap().to_owned(),
+        .unwrap_or_else(|_| {
+            panic!("new hub client not ready within {CONNECT_DURING_OUTAGE:?} with Redis down")
+        });
+    eprintln!(
+        "new hub client ready {:?} after it started, with Redis down",
+        connecting.elapsed()
+    );
+    assert_eq!(
+        resumed_result(&resumer),
+        json!([{ "group": group, "seq": 6 }])
+    );
+    patch_title(&app, &account, task_id, "postgres 4").await;
+    for receiver in [&mut client, &mut resumer] {
+        receiver
+            .wait_for(
+                |line| {
+                    line["event"] == "message" && line["envelope"]["data"]["title"] == "postgres 4"
+                },
+                WAIT,
             )
-        })
-        .collect();
-    let expected_replay: Vec<(i64, String)> = (3..)
-        .zip(["redis 2", "postgres 1", "postgres 2", "postgres 3"])
+            .await;
+    }
+    let mut resumer_lines = resumer.seen.clone();
+    resumer_lines.extend(resumer.drain());
+    let expected_resumed: Vec<(i64, String)> = (3..)
+        .zip([
+            "redis 2",
+            "postgres 1",
+            "postgres 2",
+            "postgres 3",
+            "postgres 4",
+        ])
         .map(|(seq, title)| (seq, title.to_owned()))
         .collect();
-    assert_eq!(replayed, expected_replay);
+    assert_eq!(task_messages(&resumer_lines), expected_resumed);
+    resumer.stop().await;
 
     redis.restart().await;
     wait_for_subscribers(&redis.url(), &channel, 1).await;
@@ -417,6 +431,7 @@ async fn live_delivery_survives_redis_outage() {
         "postgres 1",
         "postgres 2",
         "postgres 3",
+        "postgres 4",
     ]
     .map(str::to_owned)
     .to_vec();
