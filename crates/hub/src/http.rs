@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures::future::Either;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{CookieRejected, Principal};
@@ -267,29 +268,29 @@ fn connect_websocket(
             }
         })
         .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                match claim {
-                    WebSocketClaim::New {
+            // The socket is handed over before any future is built, so the task that lives
+            // as long as the connection does not reserve room for it. The handover of a
+            // reconnecting socket is short-lived and boxed.
+            let connection = match claim {
+                WebSocketClaim::New {
+                    connection_id,
+                    reconnects,
+                } => {
+                    let session = session::WebSocketSession {
+                        principal,
                         connection_id,
+                        token,
                         reconnects,
-                    } => {
-                        let session = session::WebSocketSession {
-                            principal,
-                            connection_id,
-                            token,
-                            reconnects,
-                        };
-                        session::run_websocket(shared, socket, session).await;
-                    }
-                    WebSocketClaim::Reconnect(sessions) => {
-                        if sessions.send(socket).await.is_err() {
-                            tracing::debug!(
-                                "hub connection ended before its WebSocket reconnected"
-                            );
-                        }
-                    }
+                    };
+                    Either::Left(session::run_websocket(shared, socket, session))
                 }
-            })
+                WebSocketClaim::Reconnect(sessions) => Either::Right(Box::pin(async move {
+                    if sessions.send(socket).await.is_err() {
+                        tracing::debug!("hub connection ended before its WebSocket reconnected");
+                    }
+                })),
+            };
+            tasks.track_future(connection)
         })
 }
 

@@ -2,6 +2,7 @@
 //! the client's records and runs them. The transport owns the writing side: a writer task
 //! for WebSockets, the response stream for server-sent events, the polls for long polling.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,12 +190,16 @@ pub(crate) struct WebSocketSession {
     pub reconnects: Option<mpsc::Receiver<WebSocket>>,
 }
 
-/// Runs a WebSocket connection from the upgrade until it closes.
-pub(crate) async fn run_websocket(
+/// Sets up a WebSocket connection and returns the future that runs it until it closes.
+///
+/// The setup runs before the future exists because an async function keeps its arguments
+/// for its whole life: the WebSocket, which the reader and the writer task take over
+/// here, would otherwise stay reserved in every connection's future.
+pub(crate) fn run_websocket(
     shared: Arc<HubShared>,
     socket: WebSocket,
     session: WebSocketSession,
-) {
+) -> impl Future<Output = ()> + Send {
     let span = connection_span(&session.connection_id, &session.principal, "websockets");
     let key = shared.next_connection_key();
     let (connection, outbound) = Connection::new(
@@ -240,7 +245,6 @@ pub(crate) async fn run_websocket(
         drop(cleanup);
     }
     .instrument(span)
-    .await;
 }
 
 /// Creates the span that every log line of one connection is recorded in.
