@@ -231,7 +231,8 @@ pub(crate) fn run_websocket(
         Some(shared.settings.keep_alive_interval),
     );
     let writer = tokio::spawn(
-        write_websocket(sink, new_sinks, pump, Arc::clone(&connection)).instrument(span.clone()),
+        write_websocket(Some(sink), new_sinks, pump, Arc::clone(&connection))
+            .instrument(span.clone()),
     );
     let inbound = WebSocketInbound {
         stream: Some(stream),
@@ -650,13 +651,16 @@ fn protocol_error(connection: &Connection, error: &str) {
 /// With stateful reconnect, a failed write does not end the connection: the writer waits
 /// for the socket of the client's reconnect, announces the first unacknowledged sequence
 /// id, sends the unacknowledged frames again and goes on.
+///
+/// `sink` is `None` only while a stateful connection waits for its client to reconnect. It
+/// is taken as an `Option` so the future does not store the sink twice, once as the
+/// argument and once as the variable.
 async fn write_websocket(
-    sink: WebSocketSink,
+    mut sink: Option<WebSocketSink>,
     mut new_sinks: Option<mpsc::Receiver<WebSocketSink>>,
     mut pump: OutboundPump,
     connection: Arc<Connection>,
 ) {
-    let mut sink = Some(sink);
     // The reader drops its end when the session ends, and a closed channel must not win
     // every `select!` below.
     let mut sinks_open = new_sinks.is_some();

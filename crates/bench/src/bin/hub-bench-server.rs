@@ -174,7 +174,10 @@ async fn stats(State(emitter): State<Arc<Emitter>>) -> Json<serde_json::Value> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The log goes to a file. Without colour codes each connection's span also keeps its
+    // formatted fields shorter, closer to the JSON logs of the tasklane binary.
     tracing_subscriber::fmt()
+        .with_ansi(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
