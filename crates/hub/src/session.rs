@@ -450,6 +450,9 @@ async fn read_loop(
             InboundEvent::Activity => continue,
             InboundEvent::Data { bytes, binary } => (bytes, binary),
         };
+        if let Some(stateful) = connection.stateful() {
+            stateful.mark_client_spoke();
+        }
 
         let protocol = connection.protocol();
         if binary != protocol.is_binary() && matches!(inbound, Inbound::WebSocket(_)) {
@@ -664,6 +667,20 @@ async fn write_websocket(
     // The reader drops its end when the session ends, and a closed channel must not win
     // every `select!` below.
     let mut sinks_open = new_sinks.is_some();
+    if let (Some(current), Some(_)) = (sink.as_mut(), connection.stateful()) {
+        // The server's own ping is due after this, so the wait ends by then at the latest.
+        let first_wait = pump.keep_alive_interval().unwrap_or(CLOSE_TIMEOUT);
+        let sent = Box::pin(send_handshake_response_alone(
+            current,
+            &mut pump,
+            &connection,
+            first_wait,
+        ));
+        if let Err(error) = sent.await {
+            tracing::debug!(%error, "hub WebSocket write failed");
+            sink = None;
+        }
+    }
     loop {
         let Some(current) = sink.as_mut() else {
             tokio::select! {
@@ -715,6 +732,43 @@ async fn next_sink(new_sinks: &mut Option<mpsc::Receiver<WebSocketSink>>) -> Opt
         Some(new_sinks) => new_sinks.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// Sends the connection's first frame, the handshake response, on its own, and then waits
+/// up to `first_wait` for the client's first message before the writer sends anything else.
+///
+/// The official JavaScript client (10.0) starts counting the server's messages for stateful
+/// reconnect only in a continuation after its handshake completes. A message that arrives in
+/// the same read as the handshake response is handled but not counted, so after a reconnect
+/// the client handles one resent message twice. That client sends a ping as soon as it
+/// counts, and any other client speaks by its first invocation or keep-alive ping.
+async fn send_handshake_response_alone(
+    sink: &mut WebSocketSink,
+    pump: &mut OutboundPump,
+    connection: &Connection,
+    first_wait: Duration,
+) -> Result<(), axum::Error> {
+    let Some(first) = pump.next().await else {
+        return Ok(());
+    };
+    if let (true, Some(stateful)) = (first.sequenced, connection.stateful()) {
+        stateful.record_sent(&first.frame);
+    }
+    sink.send(websocket_message(first.frame)).await?;
+    let Some(stateful) = connection.stateful() else {
+        return Ok(());
+    };
+    if pump.is_finished() {
+        return Ok(());
+    }
+    tokio::select! {
+        () = stateful.client_spoke() => {}
+        () = connection.closed() => {}
+        () = tokio::time::sleep(first_wait) => {
+            tracing::debug!(?first_wait, "hub client sent nothing after its handshake, sending anyway");
+        }
+    }
+    Ok(())
 }
 
 /// Frames written to a WebSocket before one flush. Frames that are already queued go out

@@ -5,8 +5,10 @@
 //! acknowledged, and the receiver drops the messages it has already seen.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::connection::Frame;
 
@@ -17,6 +19,9 @@ pub(crate) struct StatefulState {
     received: Mutex<ReceivedMessages>,
     /// Maximum number of unacknowledged messages kept for resending.
     capacity: usize,
+    /// Set once the client sent its first message after the handshake.
+    client_spoke: AtomicBool,
+    client_spoke_notify: Notify,
 }
 
 #[derive(Debug)]
@@ -45,6 +50,29 @@ impl StatefulState {
                 latest_id: 0,
             }),
             capacity,
+            client_spoke: AtomicBool::new(false),
+            client_spoke_notify: Notify::new(),
+        }
+    }
+
+    /// Records that a message from the client arrived after the handshake.
+    pub fn mark_client_spoke(&self) {
+        if !self.client_spoke.swap(true, Ordering::AcqRel) {
+            self.client_spoke_notify.notify_waiters();
+        }
+    }
+
+    /// Completes once [`Self::mark_client_spoke`] was called.
+    pub async fn client_spoke(&self) {
+        loop {
+            let notified = self.client_spoke_notify.notified();
+            tokio::pin!(notified);
+            // Registering before the check means a call in between still wakes this wait.
+            notified.as_mut().enable();
+            if self.client_spoke.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -133,6 +161,27 @@ mod tests {
 
         assert!(state.record_sent(&Frame::from("a")));
         assert!(!state.record_sent(&Frame::from("b")));
+    }
+
+    #[tokio::test]
+    async fn client_spoke_wakes_a_waiting_task() {
+        let state = std::sync::Arc::new(StatefulState::new(8));
+        let waiting = {
+            let state = std::sync::Arc::clone(&state);
+            tokio::spawn(async move { state.client_spoke().await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+
+        state.mark_client_spoke();
+
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ended")
+            .unwrap();
+        // A later wait returns at once.
+        tokio::time::timeout(std::time::Duration::from_secs(1), state.client_spoke())
+            .await
+            .expect("the flag stays set");
     }
 
     #[test]

@@ -333,3 +333,42 @@ async fn shutdown_does_not_wait_for_pending_join() {
     assert_eq!(records, vec![json!({"type": 7, "allowReconnect": true})]);
     assert_eq!(server.hub.connection_count(), 0);
 }
+
+/// The official JavaScript client counts the server's messages for stateful reconnect only
+/// once its handshake has completed. A message that reaches it together with the handshake
+/// response is handled but not counted, and after a reconnect it handles a resent message
+/// twice. The hub therefore sends a stateful connection nothing after the handshake
+/// response until the client's first message.
+#[tokio::test]
+async fn stateful_connection_waits_for_client_before_messages() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let token = token_for(&user);
+    let (_, negotiated) = server
+        .negotiate_raw(
+            "?negotiateVersion=1&useStatefulReconnect=true",
+            Some(&token),
+        )
+        .await;
+    let negotiated: Value = serde_json::from_str(&negotiated).unwrap();
+    let connection_token = negotiated["connectionToken"].as_str().unwrap();
+    let socket = connect_ws(
+        &server.ws_url(&format!("?id={connection_token}")),
+        Some(&token),
+    )
+    .await
+    .unwrap();
+    let mut client = HubClient::new(socket);
+    client.handshake().await;
+    server.wait_for_connections(1).await;
+
+    server.publish(&user.user_group(), 1, "notification");
+    let early = tokio::time::timeout(Duration::from_millis(300), client.next_message()).await;
+    assert!(early.is_err(), "sent before the client spoke: {early:?}");
+
+    client.send(json!({"type": 6})).await;
+    let message = client.next_message().await;
+
+    assert_eq!(message["target"], "notification", "{message}");
+    assert_eq!(message["arguments"][0]["seq"], 1, "{message}");
+}
