@@ -132,6 +132,21 @@ impl HttpConnection {
         (id, cancel)
     }
 
+    /// Registers a poll request only when no other poll is waiting, and returns `None`
+    /// otherwise, leaving the waiting poll in place.
+    fn start_poll_if_none_waiting(&self) -> Option<(u64, CancellationToken)> {
+        let mut polls = self.polls.lock();
+        if polls.current.is_some() {
+            return None;
+        }
+        let id = polls.next_id;
+        polls.next_id += 1;
+        let cancel = CancellationToken::new();
+        polls.current = Some((id, cancel.clone()));
+        polls.last_seen = Instant::now();
+        Some((id, cancel))
+    }
+
     fn end_poll(&self, id: u64) {
         let mut polls = self.polls.lock();
         if polls
@@ -346,6 +361,10 @@ pub(crate) async fn poll(
 /// closes it returns the final frame, and if the connection is still open after
 /// [`REJECTED_POLL_WAIT`] it returns `rejected`. The request never receives other frames,
 /// because a closed connection's queued frames are dropped.
+///
+/// It also returns `rejected` when another poll is waiting at the close. That poll, whose
+/// credential was accepted, receives the final frame, so a request without a valid
+/// credential can never take it away or end that poll with 204.
 pub(crate) async fn poll_final_frame(
     shared: &HubShared,
     http: Arc<HttpConnection>,
@@ -357,7 +376,12 @@ pub(crate) async fn poll_final_frame(
     {
         return rejected;
     }
-    poll(shared, http, false).await
+    let Some((id, cancel)) = http.start_poll_if_none_waiting() else {
+        return rejected;
+    };
+    let response = wait_for_frames(shared, &http, &cancel).await;
+    http.end_poll(id);
+    response
 }
 
 async fn wait_for_frames(

@@ -70,11 +70,6 @@ impl OutboundPump {
         Some(frame)
     }
 
-    /// The interval of keep-alive pings, `None` for long polling.
-    pub fn keep_alive_interval(&self) -> Option<Duration> {
-        self.keep_alive
-    }
-
     /// Returns whether the final frame has been returned, so the transport may end.
     pub fn is_finished(&self) -> bool {
         self.finished

@@ -307,6 +307,10 @@ pub(crate) async fn run(
             protocol = connection.protocol().name(),
             "hub connection opened"
         );
+        // Messages sent along with the handshake request count as the client's first.
+        if let (false, Some(stateful)) = (leftover.is_empty(), connection.stateful()) {
+            stateful.mark_client_spoke();
+        }
         if Box::pin(handle_data(shared, connection, &mut reader, &leftover)).await {
             read_loop(shared, connection, inbound, reader).await;
         }
@@ -668,13 +672,11 @@ async fn write_websocket(
     // every `select!` below.
     let mut sinks_open = new_sinks.is_some();
     if let (Some(current), Some(_)) = (sink.as_mut(), connection.stateful()) {
-        // The server's own ping is due after this, so the wait ends by then at the latest.
-        let first_wait = pump.keep_alive_interval().unwrap_or(CLOSE_TIMEOUT);
         let sent = Box::pin(send_handshake_response_alone(
             current,
             &mut pump,
             &connection,
-            first_wait,
+            MAX_FIRST_MESSAGE_WAIT,
         ));
         if let Err(error) = sent.await {
             tracing::debug!(%error, "hub WebSocket write failed");
@@ -733,6 +735,12 @@ async fn next_sink(new_sinks: &mut Option<mpsc::Receiver<WebSocketSink>>) -> Opt
         None => std::future::pending().await,
     }
 }
+
+/// Longest time a stateful connection's writer holds frames after the handshake response
+/// while waiting for the client's first message. Short, so that the frames held meanwhile
+/// cannot fill the queue of a client that speaks only at its keep-alive ping. The
+/// JavaScript client pings at once.
+const MAX_FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(1);
 
 /// Sends the connection's first frame, the handshake response, on its own, and then waits
 /// up to `first_wait` for the client's first message before the writer sends anything else.

@@ -384,6 +384,48 @@ async fn revoked_poll_of_open_connection_is_401() {
     assert_eq!(messages[0]["arguments"][0]["seq"], 1);
 }
 
+// A request without a valid credential must not take the final frame from the poll of the
+// connection's owner that is already waiting, nor end that poll with 204.
+#[tokio::test]
+async fn rejected_poll_leaves_close_to_waiting_poll() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let client = LongPollClient::connect(&server, &user).await;
+    server.wait_for_connections(1).await;
+    let stranger = revoked_client(&client);
+
+    let ((owner_status, owner_body), (stranger_status, stranger_body), closed) = tokio::join!(
+        client.poll(),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stranger.poll().await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            server
+                .hub
+                .close_user(user.user_id, CloseReason::AccessRevoked)
+        }
+    );
+
+    assert_eq!(closed, 1);
+    assert_eq!(owner_status, StatusCode::OK, "owner: {owner_body}");
+    assert_access_revoked_close(&owner_body);
+    // The stranger gets 401 while the owner's poll waits, or 204 with nothing once that
+    // poll has taken the final frame.
+    assert!(
+        matches!(
+            stranger_status,
+            StatusCode::UNAUTHORIZED | StatusCode::NO_CONTENT
+        ),
+        "stranger: {stranger_status} {stranger_body}"
+    );
+    assert!(
+        records(&stranger_body).is_empty(),
+        "stranger: {stranger_body}"
+    );
+}
+
 #[tokio::test]
 async fn overlapping_post_is_409() {
     let server = TestServer::start().await;

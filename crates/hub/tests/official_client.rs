@@ -355,6 +355,10 @@ async fn long_polling_client_revoked_before_close() {
     ];
     let mut client = NodeClient::spawn(&server.http_url(), &token_for(&user), &args).await;
     client.events_until("ready").await;
+    // Lets the client's next poll reach the hub, so one is waiting when access is revoked.
+    // A poll sent after the revocation would wait for the close, and the close drops the
+    // message below.
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     server.backend.revoke(user.user_id);
     // The message ends the waiting poll, so the client polls again with a rejected token.

@@ -372,3 +372,42 @@ async fn stateful_connection_waits_for_client_before_messages() {
     assert_eq!(message["target"], "notification", "{message}");
     assert_eq!(message["arguments"][0]["seq"], 1, "{message}");
 }
+
+// Messages sent in the same WebSocket message as the handshake request count as the
+// client's first, so their replies are not held.
+#[tokio::test]
+async fn stateful_handshake_with_invocation_gets_prompt_reply() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let token = token_for(&user);
+    let (_, negotiated) = server
+        .negotiate_raw(
+            "?negotiateVersion=1&useStatefulReconnect=true",
+            Some(&token),
+        )
+        .await;
+    let negotiated: Value = serde_json::from_str(&negotiated).unwrap();
+    let connection_token = negotiated["connectionToken"].as_str().unwrap();
+    let socket = connect_ws(
+        &server.ws_url(&format!("?id={connection_token}")),
+        Some(&token),
+    )
+    .await
+    .unwrap();
+    let mut client = HubClient::new(socket);
+
+    let handshake = json!({"protocol": "json", "version": 1});
+    let invocation =
+        json!({"type": 1, "invocationId": "1", "target": "NoSuchMethod", "arguments": []});
+    client
+        .send_text(&format!("{handshake}\u{1e}{invocation}\u{1e}"))
+        .await;
+    let response = client.next_record().await;
+    // The writer holds frames for at most 1 s, so a reply within half of that was not held.
+    let completion = tokio::time::timeout(Duration::from_millis(500), client.next_message()).await;
+
+    assert_eq!(response, json!({}), "handshake response");
+    let completion = completion.expect("the completion was not held");
+    assert_eq!(completion["type"], 3, "{completion}");
+    assert_eq!(completion["invocationId"], "1", "{completion}");
+}

@@ -109,12 +109,14 @@ pub async fn find_active(
     Ok(row)
 }
 
-/// Returns which of `ids` name sessions that are neither revoked nor expired.
+/// Returns which of `ids` name sessions that are neither revoked nor past their absolute
+/// expiry. The idle timeout is left out: a hub connection does not touch its session, so
+/// the hub keeps such connections open until the absolute expiry, with or without a
+/// recheck.
 pub async fn active_among(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, StoreError> {
     let active = sqlx::query_scalar::<_, Uuid>(
         "select id from browser_sessions
-         where id = any($1) and revoked_at is null
-           and idle_expires_at > now() and expires_at > now()",
+         where id = any($1) and revoked_at is null and expires_at > now()",
     )
     .bind(ids)
     .fetch_all(pool)
