@@ -23,7 +23,7 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 ///
 /// A [`ConnectionManager`] makes each command wait for its reconnection after a lost
 /// connection. With the defaults of redis 0.32.7, that reconnection retries six times with
-/// delays of 1 s, then 60 s (plus jitter), so while Redis is down a command waits up to
+/// delays of 1 s, then 60 s (plus jitter). While Redis is down a command then waits for
 /// minutes, and once Redis is back the manager may not try again for a minute. Here a
 /// reconnection is one attempt of at most [`REDIS_TIMEOUT`], so a command fails within
 /// about twice that. Each failed command starts the next attempt, so the first command

@@ -62,7 +62,7 @@ impl StatefulState {
         }
     }
 
-    /// Completes once [`Self::mark_client_spoke`] was called.
+    /// Waits until [`Self::mark_client_spoke`] has been called.
     pub async fn client_spoke(&self) {
         loop {
             let notified = self.client_spoke_notify.notified();

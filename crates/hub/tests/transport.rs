@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::{connect_ws, principal, refused_status, token_for, HubClient, TestServer};
 use serde_json::{json, Value};
-use tasklane_hub::HubSettings;
+use tasklane_hub::{HubSettings, Principal};
 
 #[tokio::test]
 async fn negotiate_v1_returns_token_and_transports() {
@@ -334,16 +334,9 @@ async fn shutdown_does_not_wait_for_pending_join() {
     assert_eq!(server.hub.connection_count(), 0);
 }
 
-/// The official JavaScript client counts the server's messages for stateful reconnect only
-/// once its handshake has completed. A message that reaches it together with the handshake
-/// response is handled but not counted, and after a reconnect it handles a resent message
-/// twice. The hub therefore sends a stateful connection nothing after the handshake
-/// response until the client's first message.
-#[tokio::test]
-async fn stateful_connection_waits_for_client_before_messages() {
-    let server = TestServer::start().await;
-    let user = principal();
-    let token = token_for(&user);
+/// Negotiates stateful reconnect for `user` and opens the WebSocket, without a handshake.
+async fn open_stateful_websocket(server: &TestServer, user: &Principal) -> HubClient {
+    let token = token_for(user);
     let (_, negotiated) = server
         .negotiate_raw(
             "?negotiateVersion=1&useStatefulReconnect=true",
@@ -358,7 +351,19 @@ async fn stateful_connection_waits_for_client_before_messages() {
     )
     .await
     .unwrap();
-    let mut client = HubClient::new(socket);
+    HubClient::new(socket)
+}
+
+/// The official JavaScript client counts the server's messages for stateful reconnect only
+/// once its handshake has completed. A message that reaches it together with the handshake
+/// response is handled but not counted, and after a reconnect it handles a resent message
+/// twice. The hub therefore sends a stateful connection nothing after the handshake
+/// response until the client's first message.
+#[tokio::test]
+async fn stateful_messages_wait_for_client() {
+    let server = TestServer::start().await;
+    let user = principal();
+    let mut client = open_stateful_websocket(&server, &user).await;
     client.handshake().await;
     server.wait_for_connections(1).await;
 
@@ -376,25 +381,10 @@ async fn stateful_connection_waits_for_client_before_messages() {
 // Messages sent in the same WebSocket message as the handshake request count as the
 // client's first, so their replies are not held.
 #[tokio::test]
-async fn stateful_handshake_with_invocation_gets_prompt_reply() {
+async fn stateful_handshake_invocation_answered_promptly() {
     let server = TestServer::start().await;
     let user = principal();
-    let token = token_for(&user);
-    let (_, negotiated) = server
-        .negotiate_raw(
-            "?negotiateVersion=1&useStatefulReconnect=true",
-            Some(&token),
-        )
-        .await;
-    let negotiated: Value = serde_json::from_str(&negotiated).unwrap();
-    let connection_token = negotiated["connectionToken"].as_str().unwrap();
-    let socket = connect_ws(
-        &server.ws_url(&format!("?id={connection_token}")),
-        Some(&token),
-    )
-    .await
-    .unwrap();
-    let mut client = HubClient::new(socket);
+    let mut client = open_stateful_websocket(&server, &user).await;
 
     let handshake = json!({"protocol": "json", "version": 1});
     let invocation =
@@ -403,7 +393,8 @@ async fn stateful_handshake_with_invocation_gets_prompt_reply() {
         .send_text(&format!("{handshake}\u{1e}{invocation}\u{1e}"))
         .await;
     let response = client.next_record().await;
-    // The writer holds frames for at most 1 s, so a reply within half of that was not held.
+    // The writer keeps frames back for at most 1 s, so a reply within half of that was
+    // not kept back.
     let completion = tokio::time::timeout(Duration::from_millis(500), client.next_message()).await;
 
     assert_eq!(response, json!({}), "handshake response");
